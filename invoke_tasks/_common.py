@@ -1,0 +1,44 @@
+"""Shared glue between Invoke and the npulab package."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from invoke.context import Context
+from invoke.exceptions import Exit
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fails_cleanly(func: F) -> F:
+    """Turn an NpulabError into a one-message exit with its exit code (traceback only with
+    NPULAB_DEBUG=1)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from npulab.errors import NpulabError
+
+        try:
+            return func(*args, **kwargs)
+        except NpulabError as exc:
+            if os.environ.get("NPULAB_DEBUG"):
+                raise
+            raise Exit(f"error: {exc}", code=exc.exit_code) from None
+        except KeyboardInterrupt:
+            raise Exit("interrupted", code=130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def is_dry_run(c: Context, flag: bool = False) -> bool:
+    """``--dry-run`` on the task, or ``invoke --dry`` / ``run.dry: true`` in invoke.yaml."""
+    return bool(flag or c.config.run.dry)
+
+
+def config_value(c: Context, key: str, default: Any = None) -> Any:
+    """A value from the ``npulab:`` section of invoke.yaml (or INVOKE_NPULAB_* env vars)."""
+    section = c.config.get("npulab", {}) or {}
+    return section.get(key, default)

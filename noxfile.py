@@ -1,0 +1,42 @@
+"""Developer sessions. `nox -l` lists them; `nox` runs tests, lint and typecheck.
+
+Sessions run in the current environment (``python=False``): `pip install -e ".[dev]"` once
+(see README) instead of rebuilding torch and ansible into a venv per session.
+"""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.reuse_existing_virtualenvs = True
+
+
+@nox.session(python=False)
+def tests(session: nox.Session) -> None:
+    """Run the test suite (upstream tests run when NPULAB_UPSTREAM points at a mirror)."""
+    session.run("python", "-m", "pytest", *session.posargs)
+
+
+@nox.session(python=False)
+def upstream(session: nox.Session) -> None:
+    """Run only the tests against the real amd/RyzenAI-SW (needs NPULAB_UPSTREAM)."""
+    if not os.environ.get("NPULAB_UPSTREAM"):
+        session.error("set NPULAB_UPSTREAM to a checkout or mirror of amd/RyzenAI-SW")
+    session.run("python", "-m", "pytest", "-m", "upstream", *session.posargs)
+
+
+@nox.session(python=False)
+def lint(session: nox.Session) -> None:
+    """ruff, yamllint, workflow schema/zizmor/actionlint and ansible checks."""
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("yamllint", "-s", "recipes", "ci", "ansible", ".github")
+
+
+@nox.session(python=False)
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict over the npulab package."""
+    session.run("mypy")

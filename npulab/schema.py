@@ -1,0 +1,219 @@
+"""Typed loading of YAML data files into frozen dataclasses.
+
+Recipes, the lab inventory's host variables, the CI matrix: every data file is validated fully
+into typed objects *before* anything acts on it. Errors are one line naming the file, the key
+path and what was expected, with a "did you mean" hint for unknown keys; never a traceback.
+
+Supported field types: str, int, float, bool, Literal[...], Enum, X | None, list[X],
+tuple[X, ...], dict[str, X] and nested dataclasses. A field may carry ``metadata={"check": fn}``
+where ``fn(value)`` raises ValueError with what was expected; ``__post_init__`` may raise
+ValueError too (reported at the object's key path).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import enum
+import re
+import types
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from npulab.errors import ConfigError
+
+T = TypeVar("T")
+
+HEX40 = re.compile(r"^[0-9a-f]{40}$")
+HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def check_commit(value: str) -> None:
+    if not HEX40.fullmatch(value):
+        msg = f"a full 40-hex lowercase commit sha, got {value!r}"
+        raise ValueError(msg)
+
+
+def check_sha256(value: str) -> None:
+    if not HEX64.fullmatch(value):
+        msg = f"a 64-hex lowercase sha256, got {value!r}"
+        raise ValueError(msg)
+
+
+def check_positive(value: float) -> None:
+    if value <= 0:
+        msg = f"a number > 0, got {value!r}"
+        raise ValueError(msg)
+
+
+def check_nonempty(value: str | list[Any] | tuple[Any, ...]) -> None:
+    if len(value) == 0:
+        msg = "a non-empty value"
+        raise ValueError(msg)
+
+
+def load_yaml(path: Path) -> Any:
+    """Read a YAML file with ``safe_load``; a missing or malformed file is a ConfigError."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        msg = f"{path}: file not found"
+        raise ConfigError(msg) from None
+    except OSError as exc:
+        msg = f"{path}: cannot read: {exc.strerror}"
+        raise ConfigError(msg) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        msg = f"{path}{where}: invalid YAML: {problem}"
+        raise ConfigError(msg) from None
+
+
+def load_file(cls: type[T], path: Path) -> T:
+    """Load ``path`` and validate it into ``cls`` (a dataclass)."""
+    return build(cls, load_yaml(path), source=str(path))
+
+
+def build(cls: type[T], data: Any, *, source: str, key_path: str = "") -> T:
+    """Validate ``data`` (parsed YAML) into ``cls``; ConfigError names ``source`` and the key path."""
+    return typing.cast(T, _convert(cls, data, _Where(source, key_path)))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Where:
+    source: str
+    key_path: str
+
+    def child(self, key: str | int) -> _Where:
+        if isinstance(key, int):
+            return _Where(self.source, f"{self.key_path}[{key}]")
+        return _Where(self.source, f"{self.key_path}.{key}" if self.key_path else key)
+
+    def fail(self, expected: str) -> ConfigError:
+        where = self.key_path or "(top level)"
+        return ConfigError(f"{self.source}: {where}: {expected}")
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{type(value).__name__} {text}"
+
+
+def _convert(tp: Any, value: Any, where: _Where) -> Any:  # noqa: PLR0911, PLR0912
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        non_none = [a for a in args if a is not type(None)]
+        if value is None and len(non_none) < len(args):
+            return None
+        if len(non_none) == 1:
+            return _convert(non_none[0], value, where)
+        errors = []
+        for option in non_none:
+            try:
+                return _convert(option, value, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise where.fail(f"expected one of {[getattr(a, '__name__', a) for a in non_none]}, "
+                         f"got {_describe(value)}")
+    if origin is typing.Literal:
+        if value not in args:
+            close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise where.fail(f"expected one of {list(args)}, got {value!r}{hint}")
+        return value
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        return _convert_dataclass(tp, value, where)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        try:
+            return tp(value)
+        except ValueError:
+            choices = [m.value for m in tp]
+            raise where.fail(f"expected one of {choices}, got {value!r}") from None
+    if origin in (list, tuple):
+        if not isinstance(value, list):
+            raise where.fail(f"expected a list, got {_describe(value)}")
+        item_tp = args[0] if args else Any
+        items = [_convert(item_tp, v, where.child(i)) for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise where.fail(f"expected a mapping, got {_describe(value)}")
+        key_tp, val_tp = args if args else (Any, Any)
+        out = {}
+        for k, v in value.items():
+            out[_convert(key_tp, k, where.child(str(k)))] = _convert(val_tp, v, where.child(str(k)))
+        return out
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise where.fail(f"expected true or false, got {_describe(value)}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise where.fail(f"expected an integer, got {_describe(value)}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise where.fail(f"expected a number, got {_describe(value)}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            # YAML turns 3.9 into a float and 0123 into an int: say how to write it as text.
+            raise where.fail(f"expected a string, got {_describe(value)} (quote it in YAML)")
+        return value
+    if tp is Path:
+        if not isinstance(value, str):
+            raise where.fail(f"expected a path string, got {_describe(value)}")
+        return Path(value)
+    msg = f"schema: unsupported field type {tp!r}"
+    raise TypeError(msg)
+
+
+def _convert_dataclass(cls: type[Any], value: Any, where: _Where) -> Any:
+    if not isinstance(value, dict):
+        raise where.fail(f"expected a mapping for {cls.__name__}, got {_describe(value)}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    for key in value:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            known = ", ".join(fields)
+            raise where.child(str(key)).fail(f"unknown key{hint}; known keys: {known}")
+    kwargs: dict[str, Any] = {}
+    for name, field in fields.items():
+        child = where.child(name)
+        if name not in value:
+            if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+                raise child.fail(f"required key is missing ({_type_name(hints[name])})")
+            continue
+        converted = _convert(hints[name], value[name], child)
+        check: Callable[[Any], None] | None = field.metadata.get("check")
+        if check is not None and converted is not None:
+            try:
+                check(converted)
+            except ValueError as exc:
+                raise child.fail(f"expected {exc}") from None
+        kwargs[name] = converted
+    try:
+        return cls(**kwargs)
+    except ValueError as exc:
+        raise where.fail(str(exc)) from None
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
