@@ -26,9 +26,11 @@ def fails_cleanly(func: F) -> F:
         except NpulabError as exc:
             if os.environ.get("NPULAB_DEBUG"):
                 raise
-            raise Exit(f"error: {exc}", code=exc.exit_code) from None
+            msg = f"error: {exc}"
+            raise Exit(msg, code=exc.exit_code) from None
         except KeyboardInterrupt:
-            raise Exit("interrupted", code=130) from None
+            msg = "interrupted"
+            raise Exit(msg, code=130) from None
 
     return wrapper  # type: ignore[return-value]
 

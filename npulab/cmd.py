@@ -80,7 +80,7 @@ def run(
         )
     full_env = {**os.environ, **env} if env is not None else None
     try:
-        proc = subprocess.run(  # noqa: S603 - argv list, no shell
+        proc = subprocess.run(
             (exe, *args[1:]),
             cwd=cwd,
             env=full_env,

@@ -140,7 +140,9 @@ class Prompt:
 @dataclass(frozen=True, kw_only=True)
 class Thresholds:
     min_tokens_per_s: float = field(metadata={"check": check_positive})
-    max_time_to_first_token_s: float | None = field(default=None, metadata={"check": check_positive})
+    max_time_to_first_token_s: float | None = field(
+        default=None, metadata={"check": check_positive}
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -82,7 +82,7 @@ def load_file(cls: type[T], path: Path) -> T:
 
 
 def build(cls: type[T], data: Any, *, source: str, key_path: str = "") -> T:
-    """Validate ``data`` (parsed YAML) into ``cls``; ConfigError names ``source`` and the key path."""
+    """Validate parsed YAML into ``cls``; a ConfigError names ``source`` and the key path."""
     return typing.cast(T, _convert(cls, data, _Where(source, key_path)))
 
 
@@ -110,7 +110,7 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__} {text}"
 
 
-def _convert(tp: Any, value: Any, where: _Where) -> Any:  # noqa: PLR0911, PLR0912
+def _convert(tp: Any, value: Any, where: _Where) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
 
@@ -128,13 +128,17 @@ def _convert(tp: Any, value: Any, where: _Where) -> Any:  # noqa: PLR0911, PLR09
                 return _convert(option, value, where)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise where.fail(f"expected one of {[getattr(a, '__name__', a) for a in non_none]}, "
-                         f"got {_describe(value)}")
+        msg = (
+            f"expected one of {[getattr(a, '__name__', a) for a in non_none]}, "
+            f"got {_describe(value)}"
+        )
+        raise where.fail(msg)
     if origin is typing.Literal:
         if value not in args:
             close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise where.fail(f"expected one of {list(args)}, got {value!r}{hint}")
+            msg = f"expected one of {list(args)}, got {value!r}{hint}"
+            raise where.fail(msg)
         return value
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         return _convert_dataclass(tp, value, where)
@@ -143,16 +147,19 @@ def _convert(tp: Any, value: Any, where: _Where) -> Any:  # noqa: PLR0911, PLR09
             return tp(value)
         except ValueError:
             choices = [m.value for m in tp]
-            raise where.fail(f"expected one of {choices}, got {value!r}") from None
+            msg = f"expected one of {choices}, got {value!r}"
+            raise where.fail(msg) from None
     if origin in (list, tuple):
         if not isinstance(value, list):
-            raise where.fail(f"expected a list, got {_describe(value)}")
+            msg = f"expected a list, got {_describe(value)}"
+            raise where.fail(msg)
         item_tp = args[0] if args else Any
         items = [_convert(item_tp, v, where.child(i)) for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if origin is dict:
         if not isinstance(value, dict):
-            raise where.fail(f"expected a mapping, got {_describe(value)}")
+            msg = f"expected a mapping, got {_describe(value)}"
+            raise where.fail(msg)
         key_tp, val_tp = args if args else (Any, Any)
         out = {}
         for k, v in value.items():
@@ -160,24 +167,29 @@ def _convert(tp: Any, value: Any, where: _Where) -> Any:  # noqa: PLR0911, PLR09
         return out
     if tp is bool:
         if not isinstance(value, bool):
-            raise where.fail(f"expected true or false, got {_describe(value)}")
+            msg = f"expected true or false, got {_describe(value)}"
+            raise where.fail(msg)
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise where.fail(f"expected an integer, got {_describe(value)}")
+            msg = f"expected an integer, got {_describe(value)}"
+            raise where.fail(msg)
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise where.fail(f"expected a number, got {_describe(value)}")
+            msg = f"expected a number, got {_describe(value)}"
+            raise where.fail(msg)
         return float(value)
     if tp is str:
         if not isinstance(value, str):
             # YAML turns 3.9 into a float and 0123 into an int: say how to write it as text.
-            raise where.fail(f"expected a string, got {_describe(value)} (quote it in YAML)")
+            msg = f"expected a string, got {_describe(value)} (quote it in YAML)"
+            raise where.fail(msg)
         return value
     if tp is Path:
         if not isinstance(value, str):
-            raise where.fail(f"expected a path string, got {_describe(value)}")
+            msg = f"expected a path string, got {_describe(value)}"
+            raise where.fail(msg)
         return Path(value)
     msg = f"schema: unsupported field type {tp!r}"
     raise TypeError(msg)
@@ -185,7 +197,8 @@ def _convert(tp: Any, value: Any, where: _Where) -> Any:  # noqa: PLR0911, PLR09
 
 def _convert_dataclass(cls: type[Any], value: Any, where: _Where) -> Any:
     if not isinstance(value, dict):
-        raise where.fail(f"expected a mapping for {cls.__name__}, got {_describe(value)}")
+        msg = f"expected a mapping for {cls.__name__}, got {_describe(value)}"
+        raise where.fail(msg)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     for key in value:
@@ -193,13 +206,18 @@ def _convert_dataclass(cls: type[Any], value: Any, where: _Where) -> Any:
             close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             known = ", ".join(fields)
-            raise where.child(str(key)).fail(f"unknown key{hint}; known keys: {known}")
+            msg = f"unknown key{hint}; known keys: {known}"
+            raise where.child(str(key)).fail(msg)
     kwargs: dict[str, Any] = {}
     for name, field in fields.items():
         child = where.child(name)
         if name not in value:
-            if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
-                raise child.fail(f"required key is missing ({_type_name(hints[name])})")
+            if (
+                field.default is dataclasses.MISSING
+                and field.default_factory is dataclasses.MISSING
+            ):
+                msg = f"required key is missing ({_type_name(hints[name])})"
+                raise child.fail(msg)
             continue
         converted = _convert(hints[name], value[name], child)
         check: Callable[[Any], None] | None = field.metadata.get("check")
@@ -207,7 +225,8 @@ def _convert_dataclass(cls: type[Any], value: Any, where: _Where) -> Any:
             try:
                 check(converted)
             except ValueError as exc:
-                raise child.fail(f"expected {exc}") from None
+                msg = f"expected {exc}"
+                raise child.fail(msg) from None
         kwargs[name] = converted
     try:
         return cls(**kwargs)

@@ -76,7 +76,9 @@ def _no_subprocess_in_unit_tests(
 
 
 @pytest.fixture(autouse=True)
-def _isolated_hub(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated_hub(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     home = tmp_path_factory.mktemp("hf_home")
     monkeypatch.setenv("HF_HOME", str(home))
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -94,7 +96,7 @@ def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     cache = tmp_path / "cache"
     monkeypatch.setenv("NPULAB_CACHE", str(cache))
     monkeypatch.setenv("NPULAB_BUILD_DIR", str(tmp_path / "build"))
-    yield cache
+    return cache
 
 
 os.environ.setdefault("GIT_TERMINAL_PROMPT", "0")

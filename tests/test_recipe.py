@@ -27,14 +27,22 @@ def _write(tmp_path: Path, project_root: Path, old: str, new: str) -> Path:
 @pytest.mark.parametrize(
     ("old", "new", "expected"),
     [
-        ("  commit: cac", "  comit: cac", r"upstream\.comit: unknown key \(did you mean 'commit'\?\)"),
+        (
+            "  commit: cac",
+            "  comit: cac",
+            r"upstream\.comit: unknown key \(did you mean 'commit'\?\)",
+        ),
         (
             "commit: cac1398aff7de83f9b26c34cbaf3fc7d9a601815",
             "commit: cac1398",
             r"upstream\.commit: expected a full 40-hex",
         ),
         ('python: "3.9"', "python: 3.9", r"env\.python: expected a string, got float 3\.9"),
-        ("    device: phx\n    pci_id", "    device: phy\n    pci_id", r"devices\[0\]\.device: .*did you mean 'phx'"),
+        (
+            "    device: phx\n    pci_id",
+            "    device: phy\n    pci_id",
+            r"devices\[0\]\.device: .*did you mean 'phx'",
+        ),
         ("  repo_id: dahara1", "  repo: dahara1", r"model\.repo: unknown key"),
         ("    7940HS:\n", "    7940H:\n", r"smoke\.thresholds\.7940H: expected one of"),
     ],
