@@ -44,6 +44,8 @@ class Upstream:
     repo_url: str = field(metadata={"check": check_nonempty})
     tag: str = field(metadata={"check": check_nonempty})
     commit: str = field(metadata={"check": check_commit})
+    #: The commit's root tree sha (``git rev-parse <commit>^{tree}``); verified before use.
+    tree: str | None = field(default=None, metadata={"check": check_commit})
     #: The part of the tree the stack lives in (``example/transformers``).
     subdir: str
     lfs: Lfs = field(default_factory=Lfs)

@@ -1,0 +1,355 @@
+"""Pinned upstream sources: fetch into a content-addressed cache, verify, check out.
+
+The cache is one bare repository per upstream URL, ``cache_root()/sources/<url-hash>/``. It is
+filled from the recipe's ``upstream.repo_url`` or from a local mirror/checkout (``--source``,
+``NPULAB_UPSTREAM``, invoke.yaml ``npulab.source``). From a local path only the pinned commit's
+own objects are copied (``git pack-objects``), which also works on *partial* mirrors that lack
+some blobs: the missing blobs are recorded, not fatal, and staging names them.
+
+Verification before use: the commit exists and is a commit, its tree is the pinned tree, the tag
+still resolves to the pinned commit at the origin (a moved tag is refused with both shas), and
+for a full build no blob is missing and no required LFS file is a pointer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from npulab import log, paths
+from npulab.errors import CommandError, SourceError
+from npulab.gitutil import git
+
+LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/v1\n"
+#: Pointer files are ~130 bytes; anything far larger is real content.
+LFS_POINTER_MAX = 1024
+ENV_VAR = "NPULAB_UPSTREAM"
+FETCH_TIMEOUT_S = 1800.0
+
+MIRROR_HINT = (
+    "give a local mirror or checkout of the upstream: `invoke build --source PATH`, "
+    f"or `export {ENV_VAR}=PATH`, or set `npulab.source: PATH` in invoke.yaml "
+    "(make one on a machine with network: `git clone --mirror <repo_url> PATH`)"
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Origin:
+    """Where upstream objects come from, and which setting chose it."""
+
+    location: str
+    chosen_by: str
+
+    @property
+    def is_local(self) -> bool:
+        return "://" not in self.location and not self.location.startswith("git@")
+
+
+def resolve_origin(
+    repo_url: str,
+    *,
+    source: str | os.PathLike[str] | None = None,
+    config_source: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Origin:
+    """``--source`` > ``NPULAB_UPSTREAM`` > invoke.yaml ``npulab.source`` > recipe repo_url."""
+    env = os.environ if environ is None else environ
+    if source:
+        return Origin(location=_local(source, "--source"), chosen_by="--source")
+    if env.get(ENV_VAR):
+        return Origin(location=_local(env[ENV_VAR], ENV_VAR), chosen_by=ENV_VAR)
+    if config_source:
+        return Origin(location=_local(config_source, "npulab.source"), chosen_by="npulab.source")
+    return Origin(location=repo_url, chosen_by="recipe upstream.repo_url")
+
+
+def _local(value: str | os.PathLike[str], setting: str) -> str:
+    text = os.fspath(value)
+    if "://" in text or text.startswith("git@"):
+        return text
+    path = Path(text).expanduser()
+    if not path.is_dir():
+        msg = f"{setting}: upstream mirror {path} does not exist or is not a directory"
+        raise SourceError(msg, hint=MIRROR_HINT)
+    return str(path.resolve())
+
+
+def cache_dir_for(repo_url: str) -> Path:
+    """The bare cache repository of one upstream URL (normalised: no trailing ``.git`` or /)."""
+    key = repo_url.strip().rstrip("/").removesuffix(".git").lower()
+    return paths.cache_root() / "sources" / hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Entry:
+    """One file of the pinned tree. ``size`` is None when the blob is missing from the cache."""
+
+    mode: str
+    sha: str
+    path: str
+    size: int | None
+
+    @property
+    def missing(self) -> bool:
+        return self.size is None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Source:
+    """A verified pinned commit in the cache."""
+
+    repo_url: str
+    cache: Path
+    commit: str
+    tree: str
+    tag: str
+    origin: Origin
+    #: True when this call copied objects into the cache (a cold fetch).
+    fetched: bool
+    warnings: tuple[str, ...] = field(default=())
+
+
+def ensure_source(
+    *,
+    repo_url: str,
+    commit: str,
+    tag: str,
+    origin: Origin,
+    expected_tree: str | None = None,
+) -> Source:
+    """Make ``commit`` available in the cache and verify commit, tree and tag."""
+    cache = cache_dir_for(repo_url)
+    if not (cache / "HEAD").exists():
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".init-", dir=cache.parent))
+        git("init", "--quiet", "--bare", str(tmp))
+        try:
+            tmp.rename(cache)
+        except OSError:  # another run created it meanwhile
+            shutil.rmtree(tmp, ignore_errors=True)
+    fetched = False
+    if not has_commit(cache, commit):
+        _fetch(cache, origin, commit)
+        fetched = True
+        if not has_commit(cache, commit):
+            msg = f"{origin.location} does not have the pinned commit {commit}"
+            raise SourceError(msg, hint=f"update the mirror: git -C {origin.location} fetch --tags")
+    tree = git("rev-parse", f"{commit}^{{tree}}", git_dir=cache).stdout.strip()
+    if expected_tree is not None and tree != expected_tree:
+        msg = (
+            f"commit {commit} has tree {tree}, but the recipe pins tree {expected_tree} "
+            f"(cache {cache} may be corrupt)"
+        )
+        raise SourceError(msg, hint=f"rm -rf {cache} and run the build again")
+    warnings = verify_tag(origin, tag, commit)
+    return Source(
+        repo_url=repo_url,
+        cache=cache,
+        commit=commit,
+        tree=tree,
+        tag=tag,
+        origin=origin,
+        fetched=fetched,
+        warnings=tuple(warnings),
+    )
+
+
+def has_commit(cache: Path, commit: str) -> bool:
+    result = git("cat-file", "-t", commit, git_dir=cache, check=False)
+    return result.ok and result.stdout.strip() == "commit"
+
+
+def _fetch(cache: Path, origin: Origin, commit: str) -> None:
+    if origin.is_local:
+        _copy_commit_objects(cache, Path(origin.location), commit)
+        return
+    log.info(f"fetching {commit} from {origin.location} (chosen by {origin.chosen_by})")
+    try:
+        git(
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            "--depth=1",
+            origin.location,
+            commit,
+            git_dir=cache,
+            timeout=FETCH_TIMEOUT_S,
+            quiet=False,
+        )
+    except CommandError as exc:
+        msg = f"cannot fetch pinned commit {commit} from {origin.location}: {exc.message}"
+        raise SourceError(msg, hint=MIRROR_HINT) from None
+
+
+def _copy_commit_objects(cache: Path, mirror: Path, commit: str) -> None:
+    """Copy the commit and its tree's objects from a local (possibly partial) repository."""
+    found = git("cat-file", "-t", commit, cwd=mirror, check=False)
+    if not found.ok or found.stdout.strip() != "commit":
+        msg = f"mirror {mirror} does not have the pinned commit {commit}"
+        raise SourceError(msg, hint=f"update the mirror: git -C {mirror} fetch --tags origin")
+    log.info(f"copying {commit[:12]} from {mirror} into the source cache")
+    listing = git(
+        "rev-list", "--objects", "--missing=print", "--no-walk", commit, cwd=mirror
+    ).stdout
+    present = [line.split()[0] for line in listing.splitlines() if line and line[0] != "?"]
+    pack_dir = cache / "objects" / "pack"
+    pack_dir.mkdir(parents=True, exist_ok=True)
+    git(
+        "pack-objects",
+        "--quiet",
+        str(pack_dir / "npulab"),
+        cwd=mirror,
+        input_text="\n".join(present) + "\n",
+        timeout=FETCH_TIMEOUT_S,
+    )
+    # Only this commit's objects were copied: record it as shallow so git does not look for
+    # parents.
+    shallow = cache / "shallow"
+    existing = shallow.read_text().split() if shallow.exists() else []
+    if commit not in existing:
+        shallow.write_text("".join(f"{c}\n" for c in [*existing, commit]))
+
+
+def verify_tag(origin: Origin, tag: str, commit: str) -> list[str]:
+    """Refuse a tag that no longer points at ``commit``; return warnings (unverifiable tag)."""
+    ref = f"refs/tags/{tag}"
+    if origin.is_local:
+        result = git(
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            f"{ref}^{{commit}}",
+            cwd=Path(origin.location),
+            check=False,
+        )
+        resolved = result.stdout.strip() if result.ok else None
+    else:
+        result = git("ls-remote", origin.location, ref, f"{ref}^{{}}", check=False, timeout=60)
+        if not result.ok:
+            return [f"could not check tag {tag} at {origin.location} (offline?); commit is pinned"]
+        lines: dict[str, str] = {}
+        for line in result.stdout.splitlines():
+            sha, _, name = line.partition("\t")
+            lines[name] = sha
+        resolved = lines.get(f"{ref}^{{}}") or lines.get(ref)
+    if resolved is None:
+        msg = f"tag {tag} does not exist at {origin.location} (pinned commit {commit})"
+        raise SourceError(
+            msg, hint=f"check the recipe's upstream.tag, or git -C {origin.location} fetch --tags"
+        )
+    if resolved != commit:
+        msg = (
+            f"tag {tag} moved: {origin.location} resolves it to {resolved}, "
+            f"but the recipe pins {commit}"
+        )
+        raise SourceError(
+            msg,
+            hint="review the upstream change; if intended, update upstream.commit in the recipe "
+            "and refresh the patches (invoke patches.check)",
+        )
+    return []
+
+
+def list_tree(source: Source, prefixes: Sequence[str] = ()) -> list[Entry]:
+    """Files of the pinned tree under ``prefixes`` (all when empty), with sizes or missing."""
+    out = git("ls-tree", "-r", "-z", source.commit, "--", *prefixes, git_dir=source.cache).stdout
+    raw = []
+    for record in out.split("\0"):
+        if not record:
+            continue
+        meta, path = record.split("\t", 1)
+        mode, kind, sha = meta.split()
+        if kind == "blob":
+            raw.append((mode, sha, path))
+    if not raw:
+        return []
+    check = git(
+        "cat-file",
+        "--batch-check=%(objectname) %(objecttype) %(objectsize)",
+        git_dir=source.cache,
+        input_text="".join(f"{sha}\n" for _, sha, _ in raw),
+    ).stdout.splitlines()
+    entries = []
+    for (mode, sha, path), line in zip(raw, check, strict=True):
+        parts = line.split()
+        size = int(parts[2]) if len(parts) == 3 and parts[1] == "blob" else None
+        entries.append(Entry(mode=mode, sha=sha, path=path, size=size))
+    return entries
+
+
+def missing_files(entries: Iterable[Entry]) -> list[str]:
+    return sorted(e.path for e in entries if e.missing)
+
+
+def checkout(source: Source, entries: Sequence[Entry], dest: Path) -> None:
+    """Write ``entries`` (present blobs only) of the pinned commit into empty dir ``dest``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    present = [e for e in entries if not e.missing]
+    if not present:
+        return
+    with tempfile.TemporaryDirectory(prefix="npulab-index-") as tmp:
+        index = Path(tmp) / "index"
+        info = "".join(f"{e.mode} {e.sha}\t{e.path}\n" for e in present)
+        git(
+            "update-index",
+            "--add",
+            "--index-info",
+            git_dir=source.cache,
+            index=index,
+            input_text=info,
+        )
+        git(
+            "checkout-index",
+            "--all",
+            "--force",
+            git_dir=source.cache,
+            work_tree=dest,
+            index=index,
+            timeout=FETCH_TIMEOUT_S,
+        )
+
+
+def is_lfs_pointer(path: Path) -> bool:
+    try:
+        if path.stat().st_size > LFS_POINTER_MAX:
+            return False
+        with path.open("rb") as fh:
+            return fh.read(len(LFS_POINTER_PREFIX)) == LFS_POINTER_PREFIX
+    except OSError:
+        return False
+
+
+def lfs_pointers(tree: Path, required: Iterable[str]) -> list[str]:
+    """The ``required`` paths that are LFS pointer files (or absent) in ``tree``."""
+    return sorted(p for p in required if not (tree / p).exists() or is_lfs_pointer(tree / p))
+
+
+def lfs_fix_command(files: Sequence[str]) -> str:
+    return f'git lfs pull --include "{",".join(files)}"'
+
+
+def incomplete_source_error(
+    missing: Sequence[str], pointers: Sequence[str], source: Source
+) -> SourceError:
+    """One error naming every missing blob and LFS pointer, with the commands that fix them."""
+    parts = []
+    fixes = []
+    if missing:
+        parts.append(
+            f"{len(missing)} file(s) missing from the source {source.origin.location}: "
+            + ", ".join(missing)
+        )
+        fixes.append(
+            f"use a complete clone: git clone --mirror {source.repo_url} PATH, then --source PATH"
+        )
+    if pointers:
+        parts.append(
+            f"{len(pointers)} LFS pointer file(s) where content is required: " + ", ".join(pointers)
+        )
+        fixes.append(f"in a checkout with git-lfs: {lfs_fix_command(pointers)}")
+    return SourceError("incomplete source: " + "; ".join(parts), hint="; ".join(fixes))
