@@ -353,3 +353,59 @@ def incomplete_source_error(
         )
         fixes.append(f"in a checkout with git-lfs: {lfs_fix_command(pointers)}")
     return SourceError("incomplete source: " + "; ".join(parts), hint="; ".join(fixes))
+
+
+def parse_pointer(text: str) -> tuple[str, int] | None:
+    """``(oid, size)`` of an LFS pointer text, or None when it is not one."""
+    if not text.startswith(LFS_POINTER_PREFIX.decode()):
+        return None
+    fields = dict(line.split(" ", 1) for line in text.splitlines() if " " in line)
+    oid = fields.get("oid", "").removeprefix("sha256:")
+    try:
+        return oid, int(fields.get("size", ""))
+    except ValueError:
+        return None
+
+
+def lfs_candidates(origin: Origin, path: str, oid: str) -> list[Path]:
+    """Where real LFS content may already be on this machine: the origin's LFS store, the
+    origin checkout's own file, and the npulab cache's LFS store."""
+    found = [paths.cache_root() / "lfs" / oid[:2] / oid[2:4] / oid]
+    if origin.is_local:
+        root = Path(origin.location)
+        for gitdir in (root / ".git", root):
+            found.append(gitdir / "lfs" / "objects" / oid[:2] / oid[2:4] / oid)
+        found.append(root / path)
+    return found
+
+
+def materialize_lfs(origin: Origin, tree: Path, required: Iterable[str]) -> list[str]:
+    """Replace pointer files among ``required`` with verified content found locally.
+
+    Returns the paths that were filled. Content is accepted only when its sha256 and size match
+    the pointer.
+    """
+    filled = []
+    for rel in required:
+        target = tree / rel
+        if not is_lfs_pointer(target):
+            continue
+        pointer = parse_pointer(target.read_text(encoding="utf-8", errors="replace"))
+        if pointer is None:
+            continue
+        oid, size = pointer
+        for candidate in lfs_candidates(origin, rel, oid):
+            if not candidate.is_file() or candidate.stat().st_size != size:
+                continue
+            digest = hashlib.sha256()
+            with candidate.open("rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(chunk)
+            if digest.hexdigest() != oid:
+                continue
+            tmp = target.with_name(f".{target.name}.lfs-tmp")
+            shutil.copyfile(candidate, tmp)
+            tmp.replace(target)
+            filled.append(rel)
+            break
+    return filled

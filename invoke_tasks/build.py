@@ -1,0 +1,47 @@
+"""`invoke build`: stage (and on Windows, build) the patched RyzenAI-SW 1.1 stack."""
+
+from __future__ import annotations
+
+from invoke import task
+from invoke.context import Context
+
+from invoke_tasks._common import config_value, fails_cleanly, is_dry_run
+
+
+@task(
+    help={
+        "recipe": "recipe name or path (default: npulab.recipe in invoke.yaml)",
+        "source": "local mirror or checkout of the upstream (else NPULAB_UPSTREAM, "
+        "npulab.source, the recipe's repo_url)",
+        "dry_run": "print the plan and touch nothing",
+        "patch_only": "stage only the files the patch series touches (works on partial mirrors)",
+        "target": "auto (windows on Windows, else stage), stage, or windows",
+    }
+)
+@fails_cleanly
+def build(
+    c: Context,
+    recipe: str = "",
+    source: str = "",
+    dry_run: bool = False,
+    patch_only: bool = False,
+    target: str = "auto",
+) -> None:
+    """Fetch, verify, patch and render the stack into build/<recipe>/ (Windows: build it)."""
+    from npulab.errors import ConfigError
+    from npulab.workflow import run_build
+
+    if target not in ("auto", "stage", "windows"):
+        msg = f"--target: expected auto, stage or windows, got {target!r}"
+        raise ConfigError(msg)
+    run_build(
+        recipe or config_value(c, "recipe"),
+        source=source or None,
+        config_source=config_value(c, "source"),
+        target=target,  # type: ignore[arg-type]
+        patch_only=patch_only,
+        dry_run=is_dry_run(c, dry_run),
+    )
+
+
+ROOT_TASKS = [build]

@@ -1,0 +1,235 @@
+"""The one executor of build plans (:mod:`npulab.plan`).
+
+Output: ``build/<recipe>/`` with ``tree/`` (patched upstream), ``scripts/`` (rendered scripts) and
+``manifest.json``. Each step's inputs are digested; a step whose digest matches the last good
+run and whose output still verifies is reported "up to date" and not redone. ``fetch`` and
+``verify`` always run: they are the verification.
+
+Step executors live in :data:`RUNNERS` keyed by ``Step.kind`` (the staging ones are registered by
+:mod:`npulab.stagesteps`); the Windows build registers its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from npulab import __version__, gitutil, log, manifest, paths
+from npulab.errors import BuildStepError, NpulabError
+from npulab.patches import Series, load_series
+from npulab.plan import ALWAYS_RUN_KINDS, Options, Step, format_plan, plan, staged_prefixes
+from npulab.recipe import Recipe
+from npulab.sources import Entry, Origin, Source
+
+
+@dataclass
+class Context:
+    """Everything steps share during one build."""
+
+    recipe: Recipe
+    options: Options
+    origin: Origin
+    out: Path
+    series: Series
+    previous: dict[str, Any]
+    data: dict[str, Any]
+    source: Source | None = None
+    entries: list[Entry] = field(default_factory=list)
+    digests: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def tree(self) -> Path:
+        return self.out / "tree"
+
+    @property
+    def scripts(self) -> Path:
+        return self.out / "scripts"
+
+    @property
+    def state(self) -> Path:
+        return self.out / ".npulab"
+
+    @property
+    def prefixes(self) -> tuple[str, ...]:
+        return staged_prefixes(self.recipe, self.options, self.series.files)
+
+    def need_source(self) -> Source:
+        if self.source is None:
+            msg = "internal: a step needs the source before 'fetch' ran"
+            raise BuildStepError(msg)
+        return self.source
+
+    def warn(self, step: str, message: str) -> None:
+        log.warning(message)
+        self.data.setdefault("warnings", []).append({"step": step, "message": message})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outcome:
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Runner:
+    run: Callable[[Context, Step], Outcome]
+    #: True when the step's previous output is still intact (only asked if inputs are unchanged).
+    intact: Callable[[Context, Step], bool] | None = None
+
+
+RUNNERS: dict[str, Runner] = {}
+#: Steps that run every time (verification and the manifest): not "work" in the summary.
+VERIFY_ONLY = frozenset({"fetch", "verify", "manifest"})
+
+
+def register(kind: str, runner: Runner) -> None:
+    RUNNERS[kind] = runner
+
+
+@dataclass(frozen=True, kw_only=True)
+class Result:
+    out: Path
+    steps: dict[str, str]
+    manifest: dict[str, Any]
+
+    @property
+    def did_work(self) -> bool:
+        return any(s == "done" for n, s in self.steps.items() if n not in VERIFY_ONLY)
+
+
+def series_digest(series: Series) -> str:
+    return _sha({p.name: p.sha256 for p in series.patches})
+
+
+def _sha(value: Any) -> str:
+    blob = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def input_value(ctx: Context, key: str) -> Any:
+    up = ctx.recipe.upstream
+    values: dict[str, Callable[[], Any]] = {
+        "recipe": lambda: ctx.recipe.digest,
+        "upstream.repo_url": lambda: up.repo_url,
+        "upstream.commit": lambda: up.commit,
+        "upstream.tree": lambda: up.tree,
+        "upstream.tag": lambda: up.tag,
+        "upstream.lfs": lambda: [list(up.lfs.required), list(up.lfs.include)],
+        "series": lambda: series_digest(ctx.series),
+        "scope": lambda: [ctx.options.target, list(ctx.prefixes)],
+        "tool.git": gitutil.version,
+    }
+    if key.startswith("step:"):
+        return ctx.digests.get(key[5:])
+    if key in values:
+        return values[key]()
+    if key in ctx.options.extra:
+        return ctx.options.extra[key]
+    msg = f"internal: step input {key!r} is unknown (known: {sorted(values)})"
+    raise BuildStepError(msg)
+
+
+def step_digest(ctx: Context, step: Step) -> str:
+    inputs = {k: input_value(ctx, k) for k in step.inputs}
+    return _sha({"name": step.name, "kind": step.kind, "inputs": inputs})
+
+
+def output_dir(recipe: Recipe) -> Path:
+    return paths.build_root() / recipe.name
+
+
+def dry_run(recipe: Recipe, options: Options, origin: Origin) -> str:
+    """The plan as text; touches nothing."""
+    steps = plan(recipe, options)
+    head = (
+        f"plan for {recipe.name} (target {options.target}"
+        f"{', patch-only' if options.patch_only else ''}), source {origin.location} "
+        f"(from {origin.chosen_by}), output {output_dir(recipe)}"
+    )
+    return head + "\n" + format_plan(steps)
+
+
+def run(recipe: Recipe, options: Options, origin: Origin) -> Result:
+    """Execute the plan for ``recipe``; returns per-step statuses (done / up to date)."""
+    from npulab import stagesteps  # registers the staging runners
+
+    stagesteps.register_all()
+    out = output_dir(recipe)
+    steps = plan(recipe, options)
+    series = load_series(recipe.patches.directory)
+    previous = manifest.load(out)
+    data: dict[str, Any] = {
+        "recipe": {"name": recipe.name, "path": recipe.source, "digest": recipe.digest},
+        "target": options.target,
+        "tools": {
+            "git": gitutil.version(),
+            "python": platform.python_version(),
+            "npulab": __version__,
+        },
+        "host": {"platform": sys.platform, "machine": platform.machine()},
+        "started_at": manifest.now(),
+        "warnings": [],
+        "steps": {},
+    }
+    ctx = Context(
+        recipe=recipe,
+        options=options,
+        origin=origin,
+        out=out,
+        series=series,
+        previous=previous,
+        data=data,
+    )
+    statuses: dict[str, str] = {}
+    for step in steps:
+        runner = RUNNERS.get(step.kind)
+        if runner is None:
+            msg = f"step {step.name}: no executor for kind {step.kind!r} on this machine"
+            raise BuildStepError(msg, hint="run with --target stage, or on the Windows host")
+        statuses[step.name] = _run_step(ctx, step, runner)
+    return Result(out=out, steps=statuses, manifest=ctx.data)
+
+
+def _run_step(ctx: Context, step: Step, runner: Runner) -> str:
+    digest = step_digest(ctx, step)
+    ctx.digests[step.name] = digest
+    before = ctx.previous.get("steps", {}).get(step.name, {})
+    started = manifest.now()
+    t0 = time.perf_counter()
+    if (
+        step.kind not in ALWAYS_RUN_KINDS
+        and before.get("status") in ("done", "up-to-date")
+        and before.get("digest") == digest
+        and (runner.intact is None or runner.intact(ctx, step))
+    ):
+        log.info(f"==> {step.name}: up to date")
+        ctx.data["steps"][step.name] = {**before, "status": "up-to-date", "checked_at": started}
+        return "up-to-date"
+    try:
+        with log.step(f"{step.name}: {step.description}"):
+            outcome = runner.run(ctx, step)
+    except NpulabError:
+        ctx.data["steps"][step.name] = {
+            "status": "failed",
+            "digest": digest,
+            "started_at": started,
+            "finished_at": manifest.now(),
+        }
+        if ctx.out.exists():
+            manifest.save(ctx.out, {**ctx.previous, "last_failure": ctx.data})
+        raise
+    ctx.data["steps"][step.name] = {
+        "status": "done",
+        "digest": digest,
+        "started_at": started,
+        "finished_at": manifest.now(),
+        "seconds": round(time.perf_counter() - t0, 3),
+        "detail": outcome.detail,
+    }
+    return "done"

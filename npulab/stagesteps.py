@@ -1,0 +1,207 @@
+"""Executors of the staging steps: fetch, verify, patch, render, manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from npulab import log, manifest, patches, sources
+from npulab.build import Context, Outcome, Runner, register
+from npulab.gitutil import git
+from npulab.plan import Step
+from npulab.recipe import Recipe
+
+NOT_STAGED_REASON = "not staged: needs a Windows host with the full source"
+
+#: Script renderers: ``(recipe, tree, scripts_dir) -> written paths``. Issues 3/4 append theirs.
+Renderer = Callable[[Recipe, Path, Path], list[Path]]
+RENDERERS: list[Renderer] = []
+
+
+def _fetch(ctx: Context, step: Step) -> Outcome:
+    up = ctx.recipe.upstream
+    src = sources.ensure_source(
+        repo_url=up.repo_url,
+        commit=up.commit,
+        tag=up.tag,
+        origin=ctx.origin,
+        expected_tree=up.tree,
+    )
+    ctx.source = src
+    for text in src.warnings:
+        ctx.warn(step.name, text)
+    ctx.data["upstream"] = {
+        "repo_url": up.repo_url,
+        "tag": up.tag,
+        "commit": src.commit,
+        "tree": src.tree,
+        "origin": ctx.origin.location,
+        "chosen_by": ctx.origin.chosen_by,
+        "cache": str(src.cache),
+    }
+    log.info(f"    {up.tag} = {src.commit} (tree {src.tree}){' fetched' if src.fetched else ''}")
+    return Outcome(detail={"fetched": src.fetched})
+
+
+def _verify(ctx: Context, step: Step) -> Outcome:
+    src = ctx.need_source()
+    lfs = ctx.recipe.upstream.lfs
+    ctx.entries = sources.list_tree(src, ctx.prefixes) if ctx.prefixes else []
+    missing = sources.missing_files(ctx.entries)
+    by_path = {e.path: e for e in sources.list_tree(src, lfs.required)} if lfs.required else {}
+    pointers = []
+    for rel in lfs.required:
+        entry = by_path.get(rel)
+        if entry is None or entry.missing:
+            continue
+        if entry.size is not None and entry.size <= sources.LFS_POINTER_MAX:
+            text = git("cat-file", "blob", entry.sha, git_dir=src.cache).stdout
+            if sources.parse_pointer(text) is not None:
+                pointers.append(rel)
+    absent = [r for r in lfs.required if r not in by_path]
+    if absent:
+        ctx.warn(step.name, f"recipe upstream.lfs.required lists paths not in the tree: {absent}")
+    ctx.data["patches"] = [
+        {
+            "name": p.name,
+            "sha256": p.sha256,
+            "subject": p.subject,
+            "upstream_status": p.upstream_status,
+            "fixes": p.fixes,
+            "files": list(p.files),
+        }
+        for p in ctx.series.patches
+    ]
+    not_staged = [{"path": m, "reason": f"missing from {ctx.origin.location}"} for m in missing]
+    if ctx.options.target == "windows" and missing:
+        raise sources.incomplete_source_error(missing, [], src)
+    if missing:
+        ctx.warn(
+            step.name,
+            f"{len(missing)} file(s) missing from the source, {NOT_STAGED_REASON}: "
+            + ", ".join(missing),
+        )
+    ctx.data["not_staged"] = not_staged
+    # LFS pointers are resolved after checkout (patch step) from local LFS stores if possible.
+    ctx.data["lfs_pointers"] = pointers
+    return Outcome(detail={"files": len(ctx.entries), "missing": missing, "lfs_pointers": pointers})
+
+
+def _index(ctx: Context) -> Path:
+    return ctx.state / "tree.index"
+
+
+def _patch(ctx: Context, step: Step) -> Outcome:
+    src = ctx.need_source()
+    ctx.state.mkdir(parents=True, exist_ok=True)
+    _index(ctx).unlink(missing_ok=True)
+    log.info(
+        f"    checking out {len(ctx.entries)} file(s), applying {len(ctx.series.patches)} patch(es)"
+    )
+    patches.stage_patched(ctx.series, src, ctx.tree, ctx.prefixes)
+    lfs = ctx.recipe.upstream.lfs
+    in_scope = [p for p in lfs.required if (ctx.tree / p).exists()]
+    filled = sources.materialize_lfs(ctx.origin, ctx.tree, in_scope)
+    still = [p for p in ctx.data.get("lfs_pointers", []) if p in in_scope and p not in filled]
+    if ctx.options.target == "windows" and still:
+        raise sources.incomplete_source_error([], still, src)
+    # A stat cache of the result: the next run verifies tree/ in milliseconds.
+    tmp_index = ctx.state / "tree.index.new"
+    tmp_index.unlink(missing_ok=True)
+    git("add", "-A", "-f", ".", git_dir=src.cache, work_tree=ctx.tree, index=tmp_index)
+    tree_hash = git("write-tree", git_dir=src.cache, work_tree=ctx.tree, index=tmp_index).stdout
+    tmp_index.replace(_index(ctx))
+    return Outcome(
+        detail={
+            "mode": "patch-only" if ctx.options.patch_only else "full",
+            "prefixes": list(ctx.prefixes),
+            "tree": tree_hash.strip(),
+            "files": len(ctx.entries),
+            "lfs_filled": filled,
+            "lfs_pointers": still,
+        }
+    )
+
+
+def _patch_intact(ctx: Context, step: Step) -> bool:
+    src = ctx.need_source()
+    if not _index(ctx).is_file() or not ctx.tree.is_dir():
+        return False
+    env = {"git_dir": src.cache, "work_tree": ctx.tree, "index": _index(ctx)}
+    git("update-index", "-q", "--refresh", check=False, **env)  # type: ignore[arg-type]
+    changed = git("diff-files", "--quiet", check=False, **env)  # type: ignore[arg-type]
+    others = git("ls-files", "--others", "-z", **env).stdout  # type: ignore[arg-type]
+    if changed.returncode != 0 or others:
+        log.info("    tree/ was modified since the last build: staging it again")
+        return False
+    return True
+
+
+def _render(ctx: Context, step: Step) -> Outcome:
+    tmp = patches.scratch_dir(ctx.scripts, f".{ctx.scripts.name}.new-")
+    try:
+        written: list[Path] = []
+        for renderer in RENDERERS:
+            written.extend(renderer(ctx.recipe, ctx.tree, tmp))
+        if not RENDERERS:
+            (tmp / "README.md").write_text(
+                "# scripts\n\nNo script renderer is registered yet: the Windows build scripts\n"
+                "(setup, conda env, ops\\cpp build, smoke) are rendered here once the\n"
+                "Windows build steps land.\n",
+                encoding="utf-8",
+            )
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    patches.promote(tmp, ctx.scripts)
+    return Outcome(detail={"files": _digests(ctx.scripts)})
+
+
+def _digests(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _render_intact(ctx: Context, step: Step) -> bool:
+    before = ctx.previous.get("steps", {}).get(step.name, {}).get("detail", {})
+    return ctx.scripts.is_dir() and _digests(ctx.scripts) == before.get("files")
+
+
+def _manifest(ctx: Context, step: Step) -> Outcome:
+    steps = ctx.data["steps"]
+    staged = steps.get("patch", {}).get("detail", {})
+    ctx.data["staged"] = staged
+    pointers = staged.get("lfs_pointers", [])
+    if pointers:
+        ctx.warn(
+            "patch",
+            f"{len(pointers)} Git LFS pointer file(s) staged without content (a Windows host "
+            "fetches them; or give a source with LFS content: "
+            f"{sources.lfs_fix_command(pointers)})",
+        )
+    for p in pointers:
+        ctx.data.setdefault("not_staged", []).append({"path": p, "reason": "Git LFS pointer"})
+    remaining = []
+    if ctx.options.target == "stage":
+        remaining.append(
+            "the Windows build (conda env, setup.bat, pip install ops\\cpp, LFS content, smoke) "
+            "needs a Windows host: run `invoke build` there, or `--target windows` with a host"
+        )
+    ctx.data["remaining"] = remaining
+    ctx.data["finished_at"] = manifest.now()
+    ctx.data["steps"][step.name] = {"status": "done", "finished_at": ctx.data["finished_at"]}
+    manifest.save(ctx.out, ctx.data)
+    return Outcome()
+
+
+def register_all() -> None:
+    register("fetch", Runner(run=_fetch))
+    register("verify", Runner(run=_verify))
+    register("patch", Runner(run=_patch, intact=_patch_intact))
+    register("render", Runner(run=_render, intact=_render_intact))
+    register("manifest", Runner(run=_manifest))

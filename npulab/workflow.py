@@ -1,0 +1,110 @@
+"""Entry points behind ``invoke build`` and ``invoke patches.*`` (the tasks stay a few lines)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from npulab import build, log, patches, sources
+from npulab.plan import Options, TargetChoice, resolve_target
+from npulab.recipe import Recipe, find_recipe, load_recipe
+
+
+def load(recipe: str) -> Recipe:
+    return load_recipe(find_recipe(recipe))
+
+
+def origin_for(recipe: Recipe, source: str | None, config_source: str | None) -> sources.Origin:
+    return sources.resolve_origin(
+        recipe.upstream.repo_url, source=source, config_source=config_source
+    )
+
+
+def run_build(
+    recipe_name: str,
+    *,
+    source: str | None = None,
+    config_source: str | None = None,
+    target: TargetChoice = "auto",
+    patch_only: bool = False,
+    dry_run: bool = False,
+    extra: dict[str, str] | None = None,
+) -> build.Result | None:
+    """``invoke build``: print the plan (dry run) or execute it and print a summary."""
+    recipe = load(recipe_name)
+    origin = origin_for(recipe, source, config_source)
+    options = Options(target=resolve_target(target), patch_only=patch_only, extra=dict(extra or {}))
+    if dry_run:
+        print(build.dry_run(recipe, options, origin))
+        print("(dry run: nothing was fetched, checked out or written)")
+        return None
+    result = build.run(recipe, options, origin)
+    print(summary(result))
+    return result
+
+
+def summary(result: build.Result) -> str:
+    data = result.manifest
+    staged = data.get("staged", {})
+    lines = [f"build/{data['recipe']['name']}: {result.out}"]
+    if not result.did_work:
+        lines.append("nothing changed: verified the source, tree/ and scripts/ (no work redone)")
+    for name, status in result.steps.items():
+        lines.append(f"  {name:<10} {status}")
+    up = data.get("upstream", {})
+    lines.append(f"  upstream   {up.get('tag')} = {up.get('commit')} from {up.get('origin')}")
+    lines.append(
+        f"  tree/      {staged.get('mode')} staging, {staged.get('files')} file(s), "
+        f"patched tree {staged.get('tree')}, {len(data.get('patches', []))} patch(es)"
+    )
+    not_staged = data.get("not_staged", [])
+    if not_staged:
+        lines.append(f"  not staged {len(not_staged)} file(s) (see manifest.json not_staged)")
+    for item in data.get("remaining", []):
+        lines.append(f"  remaining: {item}")
+    return "\n".join(lines)
+
+
+def _source(recipe: Recipe, source: str | None, config_source: str | None) -> sources.Source:
+    up = recipe.upstream
+    return sources.ensure_source(
+        repo_url=up.repo_url,
+        commit=up.commit,
+        tag=up.tag,
+        origin=origin_for(recipe, source, config_source),
+        expected_tree=up.tree,
+    )
+
+
+def patches_list(recipe_name: str) -> str:
+    recipe = load(recipe_name)
+    series = patches.load_series(recipe.patches.directory)
+    lines = [f"{series.directory}/series: {len(series.patches)} patch(es)"]
+    for p in series.patches:
+        lines.append(f"  {p.name}  [{p.upstream_status}]  {p.subject}")
+        lines.append(f"      fixes: {p.fixes}")
+        lines.append(f"      files: {', '.join(p.files)}")
+    return "\n".join(lines)
+
+
+def patches_check(recipe_name: str, source: str | None, config_source: str | None) -> None:
+    recipe = load(recipe_name)
+    series = patches.load_series(recipe.patches.directory)
+    patches.check_series(series, _source(recipe, source, config_source))
+
+
+def patches_refresh(
+    recipe_name: str,
+    patch: str,
+    tree: str | None,
+    files: tuple[str, ...],
+    source: str | None,
+    config_source: str | None,
+) -> bool:
+    recipe = load(recipe_name)
+    series = patches.load_series(recipe.patches.directory)
+    edited = Path(tree) if tree else build.output_dir(recipe) / "tree"
+    changed = patches.refresh_patch(
+        series, patch, edited, _source(recipe, source, config_source), files
+    )
+    log.info(f"{series.get(patch).path}: {'refreshed' if changed else 'unchanged'}")
+    return changed

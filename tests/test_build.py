@@ -1,0 +1,172 @@
+"""`invoke build` planning (pure) and execution against a temporary upstream and series."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from npulab import build, plan, sources, winplan, workflow
+from npulab.errors import PatchError, SourceError
+from npulab.recipe import DEFAULT_RECIPE, Recipe, load_recipe
+from tests.gitrepo import drop_blob, git, make_patch, make_upstream, write_series
+
+MODELING = "example/transformers/models/llama2/modeling_llama_amd.py"
+DLL = "example/transformers/third_party/lib/tvm_ipu.dll"
+
+
+def _recipe(tmp_path: Path, project_root: Path, **upstream: Any) -> Path:
+    data = yaml.safe_load((project_root / "recipes" / f"{DEFAULT_RECIPE}.yaml").read_text())
+    data["upstream"].update(upstream)
+    data["upstream"]["lfs"]["required"] = [DLL]
+    data["patches"] = {"component": "test", "version": "1"}
+    path = tmp_path / "root" / "recipes" / "t.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_plan_orders_staging_steps(project_root: Path) -> None:
+    recipe = load_recipe(project_root / "recipes" / f"{DEFAULT_RECIPE}.yaml")
+    steps = plan.plan(recipe, plan.Options())
+    assert [s.name for s in steps] == ["fetch", "verify", "patch", "render", "manifest"]
+    assert "series" in steps[2].inputs
+    assert "step:patch" in steps[3].inputs
+    assert "example/transformers" in steps[2].description
+    only = plan.plan(recipe, plan.Options(patch_only=True))
+    assert "files the patch series touches" in only[2].description
+    assert plan.staged_prefixes(recipe, plan.Options(patch_only=True), ["a/b"]) == ("a/b",)
+
+
+def test_windows_steps_plug_in(project_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    recipe = load_recipe(project_root / "recipes" / f"{DEFAULT_RECIPE}.yaml")
+
+    def planner(r: Recipe, o: plan.Options) -> list[plan.Step]:
+        return [plan.Step(name="conda", kind="win-conda", description="env", where="windows")]
+
+    monkeypatch.setattr(winplan, "PLANNERS", [planner])
+    names = [s.name for s in plan.plan(recipe, plan.Options(target="windows"))]
+    assert names == ["fetch", "verify", "patch", "render", "conda", "manifest"]
+    assert "conda" not in [s.name for s in plan.plan(recipe, plan.Options(target="stage"))]
+    assert plan.resolve_target("auto", os_name="nt") == "windows"
+    assert plan.resolve_target("auto", os_name="posix") == "stage"
+
+
+def test_dry_run_touches_nothing(
+    tmp_path: Path, project_root: Path, isolated_cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "mirror").mkdir()
+    result = workflow.run_build(DEFAULT_RECIPE, source=str(tmp_path / "mirror"), dry_run=True)
+    assert result is None
+    out = capsys.readouterr().out
+    assert "1. fetch" in out
+    assert "5. manifest" in out
+    assert str(tmp_path / "mirror") in out
+    assert not isolated_cache.exists()
+    assert not (tmp_path / "build").exists()
+
+
+@pytest.fixture
+def staged(
+    tmp_path: Path, project_root: Path, isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Path, Recipe, sources.Origin]:
+    up = tmp_path / "up"
+    commit = make_upstream(up)
+    tree = git(up, "rev-parse", "HEAD^{tree}")
+    monkeypatch.setenv("NPULAB_ROOT", str(tmp_path / "root"))
+    patch = make_patch(up, commit, MODELING, "line 5\n", "line five\n")
+    write_series(tmp_path / "root/patches/test/1", {"0001-five.patch": patch})
+    recipe = load_recipe(_recipe(tmp_path, project_root, commit=commit, tree=tree))
+    origin = sources.resolve_origin(recipe.upstream.repo_url, source=up, environ={})
+    return up, recipe, origin
+
+
+@pytest.mark.integration
+def test_build_then_incremental(staged: tuple[Path, Recipe, sources.Origin]) -> None:
+    up, recipe, origin = staged
+    first = build.run(recipe, plan.Options(), origin)
+    assert first.steps == dict.fromkeys(["fetch", "verify", "patch", "render", "manifest"], "done")
+    out = first.out
+    assert "line five" in (out / "tree" / MODELING).read_text()
+    data = json.loads((out / "manifest.json").read_text())
+    assert data["upstream"]["commit"] == recipe.upstream.commit
+    assert data["recipe"]["digest"] == recipe.digest
+    assert data["patches"][0]["sha256"] == recipe_patch_sha(recipe)
+    assert len(data["staged"]["tree"]) == 40
+    assert data["tools"]["git"]
+    assert {"path": DLL, "reason": "Git LFS pointer"} in data["not_staged"]
+
+    second = build.run(recipe, plan.Options(), origin)
+    assert not second.did_work
+    assert second.steps["patch"] == second.steps["render"] == "up-to-date"
+    assert "nothing changed" in workflow.summary(second)
+
+    # A hand edit in tree/ is noticed and undone.
+    (out / "tree" / MODELING).write_text("tampered\n")
+    third = build.run(recipe, plan.Options(), origin)
+    assert third.steps["patch"] == "done"
+    assert "line five" in (out / "tree" / MODELING).read_text()
+
+    # A changed patch rebuilds the patch step and what depends on it.
+    series_dir = recipe.patches.directory
+    (series_dir / "0001-five.patch").write_text(
+        make_patch(up, recipe.upstream.commit, MODELING, "line 6\n", "line six\n")
+    )
+    fourth = build.run(recipe, plan.Options(), origin)
+    assert fourth.steps["patch"] == fourth.steps["render"] == "done"
+    text = (out / "tree" / MODELING).read_text()
+    assert "line six" in text
+    assert "line five" not in text
+
+
+def recipe_patch_sha(recipe: Recipe) -> str:
+    import hashlib
+
+    return hashlib.sha256((recipe.patches.directory / "0001-five.patch").read_bytes()).hexdigest()
+
+
+@pytest.mark.integration
+def test_changed_recipe_rerenders_only(
+    tmp_path: Path, project_root: Path, staged: tuple[Path, Recipe, sources.Origin]
+) -> None:
+    _up, recipe, origin = staged
+    build.run(recipe, plan.Options(), origin)
+    path = Path(recipe.source)
+    path.write_text(path.read_text().replace("seed: 1234", "seed: 99"))
+    changed = load_recipe(path)
+    again = build.run(changed, plan.Options(), origin)
+    assert again.steps["patch"] == "up-to-date"
+    assert again.steps["render"] == "done"
+
+
+@pytest.mark.integration
+def test_failed_patch_keeps_previous_tree(staged: tuple[Path, Recipe, sources.Origin]) -> None:
+    _up, recipe, origin = staged
+    result = build.run(recipe, plan.Options(), origin)
+    patch_file = recipe.patches.directory / "0001-five.patch"
+    patch_file.write_text(patch_file.read_text().replace(" line 4\n", " line four\n"))
+    with pytest.raises(PatchError, match=r"0001-five\.patch"):
+        build.run(recipe, plan.Options(), origin)
+    assert "line five" in (result.out / "tree" / MODELING).read_text()
+    data = json.loads((result.out / "manifest.json").read_text())
+    assert data["last_failure"]["steps"]["patch"]["status"] == "failed"
+    assert data["steps"]["patch"]["status"] == "done"  # the good build's record stays
+
+
+@pytest.mark.integration
+def test_patch_only_and_windows_refusal(staged: tuple[Path, Recipe, sources.Origin]) -> None:
+    up, recipe, origin = staged
+    drop_blob(up, "example/transformers/ops/cpp/big.lib")
+    only = build.run(recipe, plan.Options(patch_only=True), origin)
+    files = sorted(str(p.relative_to(only.out / "tree")) for p in (only.out / "tree").rglob("*"))
+    assert MODELING in files
+    assert "example/transformers/setup.bat" not in files
+    full = build.run(recipe, plan.Options(), origin)
+    missing = {"path": "example/transformers/ops/cpp/big.lib", "reason": f"missing from {up}"}
+    assert missing in full.manifest["not_staged"]
+    build.RUNNERS.pop("win-noop", None)
+    with pytest.raises(SourceError, match=r"big\.lib"):
+        build.run(recipe, plan.Options(target="windows"), origin)
