@@ -1,0 +1,76 @@
+"""Render the smoke runner's JSON settings from the recipe (the runner itself reads no YAML).
+
+The runner (``npulab/smoke/runner.py``) runs inside the 1.1 conda env, so everything it needs is
+in one JSON file: where the model is, every file's pinned sha256 and size, the prompts and
+generation settings, and the chip's thresholds.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from npulab.models import require_pinned
+from npulab.recipe import Recipe
+
+Backend = Literal["npu", "cpu"]
+#: Warm-up answers only need to exercise the kernels, not to finish.
+WARMUP_MAX_NEW_TOKENS = 16
+
+
+def render(
+    recipe: Recipe,
+    *,
+    model_dir: str,
+    backend: Backend = "npu",
+    chip: str | None = None,
+    report: str | None = None,
+) -> dict[str, Any]:
+    """The runner's settings. ``model_dir`` is a path on the machine that runs the runner."""
+    model = recipe.model
+    revision = require_pinned(model)
+    smoke = recipe.smoke
+    device = recipe.device_for(chip) if chip is not None else None
+    thresholds = smoke.thresholds.get(chip) if chip is not None else None  # type: ignore[call-overload]
+    return {
+        "version": 1,
+        "recipe": recipe.name,
+        "recipe_digest": recipe.digest,
+        "repo_id": model.repo_id,
+        "revision": revision,
+        "backend": backend,
+        "model_dir": model_dir,
+        "checkpoint": model.checkpoint,
+        "files": {f.path: {"sha256": f.sha256, "size": f.size} for f in model.files},
+        "chip": chip,
+        "device": device.device if device else None,
+        "chip_assumption": device.assumption if device else None,
+        "warmup_prompts": list(smoke.warmup_prompts),
+        "warmup_max_new_tokens": min(WARMUP_MAX_NEW_TOKENS, smoke.max_new_tokens),
+        "prompts": [{"text": p.text, "max_new_tokens": p.max_new_tokens} for p in smoke.prompts],
+        "max_new_tokens": smoke.max_new_tokens,
+        "seed": smoke.seed,
+        "do_sample": smoke.do_sample,
+        "temperature": smoke.temperature,
+        "top_p": smoke.top_p,
+        "cpu_threads": smoke.cpu_threads,
+        "require_stop_token": smoke.require_stop_token,
+        "thresholds": (
+            {
+                "min_tokens_per_s": thresholds.min_tokens_per_s,
+                "max_time_to_first_token_s": thresholds.max_time_to_first_token_s,
+            }
+            if thresholds is not None
+            else None
+        ),
+        "report": report,
+    }
+
+
+def write(settings: dict[str, Any], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
