@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from tests.upstream_tree import upstream_trees  # noqa: F401 - session fixture for upstream tests
+
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex
 
