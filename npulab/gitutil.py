@@ -7,6 +7,7 @@ would resolve paths against *our* repository and silently skip the upstream file
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -67,6 +68,7 @@ def git(
     )
 
 
+@functools.cache
 def version() -> str:
     """``git version 2.39.5`` -> ``2.39.5``."""
     out = cmd.run("git", "--version", quiet=True).stdout.strip()

@@ -178,6 +178,13 @@ class Recipe:
     source: str = ""
     digest: str = ""
 
+    def __post_init__(self) -> None:
+        chips = [d.chip for d in self.devices]
+        twice = sorted({c for c in chips if chips.count(c) > 1})
+        if twice:
+            msg = f"devices: chip(s) listed more than once: {', '.join(twice)}"
+            raise ValueError(msg)
+
     def device_for(self, chip: str) -> Device:
         for device in self.devices:
             if device.chip == chip:

@@ -355,6 +355,37 @@ def incomplete_source_error(
     return SourceError("incomplete source: " + "; ".join(parts), hint="; ".join(fixes))
 
 
+def pointer_blobs(source: Source, entries: Sequence[Entry]) -> list[str]:
+    """The ``entries`` whose blob at the pinned commit is an LFS pointer (one ``git grep``)."""
+    sizes = {e.path: e.size for e in entries if not e.missing}
+    files = sorted(sizes)
+    if not files:
+        return []
+    result = git(
+        "grep",
+        "-l",
+        "-I",
+        "-e",
+        r"^version https://git-lfs\.github\.com/spec/v1$",
+        source.commit,
+        "--",
+        *files,
+        git_dir=source.cache,
+        check=False,
+    )
+    if result.returncode not in (0, 1):
+        msg = f"cannot read {files} at {source.commit}: {result.stderr.strip()}"
+        raise SourceError(msg, hint=f"rm -rf {source.cache} and run the build again")
+    found = [line.split(":", 1)[1] for line in result.stdout.splitlines() if ":" in line]
+    return sorted(f for f in found if (sizes.get(f) or LFS_POINTER_MAX + 1) <= LFS_POINTER_MAX)
+
+
+def commit_time(source: Source) -> int:
+    """The pinned commit's committer time (seconds since the epoch)."""
+    out = git("show", "-s", "--format=%ct", source.commit, git_dir=source.cache).stdout
+    return int(out.strip())
+
+
 def parse_pointer(text: str) -> tuple[str, int] | None:
     """``(oid, size)`` of an LFS pointer text, or None when it is not one."""
     if not text.startswith(LFS_POINTER_PREFIX.decode()):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -51,15 +52,7 @@ def _verify(ctx: Context, step: Step) -> Outcome:
     ctx.entries = sources.list_tree(src, ctx.prefixes) if ctx.prefixes else []
     missing = sources.missing_files(ctx.entries)
     by_path = {e.path: e for e in sources.list_tree(src, lfs.required)} if lfs.required else {}
-    pointers = []
-    for rel in lfs.required:
-        entry = by_path.get(rel)
-        if entry is None or entry.missing:
-            continue
-        if entry.size is not None and entry.size <= sources.LFS_POINTER_MAX:
-            text = git("cat-file", "blob", entry.sha, git_dir=src.cache).stdout
-            if sources.parse_pointer(text) is not None:
-                pointers.append(rel)
+    pointers = sources.pointer_blobs(src, list(by_path.values()))
     absent = [r for r in lfs.required if r not in by_path]
     if absent:
         ctx.warn(step.name, f"recipe upstream.lfs.required lists paths not in the tree: {absent}")
@@ -107,6 +100,12 @@ def _patch(ctx: Context, step: Step) -> Outcome:
     still = [p for p in ctx.data.get("lfs_pointers", []) if p in in_scope and p not in filled]
     if ctx.options.target == "windows" and still:
         raise sources.incomplete_source_error([], still, src)
+    # Staged files carry the commit's time (like SOURCE_DATE_EPOCH): reproducible, and older
+    # than the index written below, so git never has to re-hash "racily clean" files.
+    stamp = sources.commit_time(src)
+    for path in ctx.tree.rglob("*"):
+        if not path.is_dir():
+            os.utime(path, (stamp, stamp), follow_symlinks=False)
     # A stat cache of the result: the next run verifies tree/ in milliseconds.
     tmp_index = ctx.state / "tree.index.new"
     tmp_index.unlink(missing_ok=True)

@@ -1,0 +1,70 @@
+"""Stage the real amd/RyzenAI-SW at the pinned commit (NPULAB_UPSTREAM) and apply the series."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from npulab import build, patches, plan, sources
+from npulab.recipe import DEFAULT_RECIPE, load_recipe
+
+UPSTREAM = os.environ.get("NPULAB_UPSTREAM")
+pytestmark = [
+    pytest.mark.upstream,
+    pytest.mark.skipif(
+        not UPSTREAM,
+        reason="NPULAB_UPSTREAM is not set (point it at a checkout or mirror of amd/RyzenAI-SW)",
+    ),
+]
+
+
+def test_real_upstream_patch_only_staging(project_root: Path, isolated_cache: Path) -> None:
+    recipe = load_recipe(project_root / "recipes" / f"{DEFAULT_RECIPE}.yaml")
+    origin = sources.resolve_origin(recipe.upstream.repo_url)
+    assert origin.chosen_by == "NPULAB_UPSTREAM"
+    series = patches.load_series(recipe.patches.directory)
+    result = build.run(recipe, plan.Options(patch_only=True), origin)
+    data = result.manifest
+    assert data["upstream"]["commit"] == recipe.upstream.commit
+    assert data["upstream"]["tree"] == recipe.upstream.tree
+    assert [p["name"] for p in data["patches"]] == [p.name for p in series.patches]
+    tree = result.out / "tree"
+    for patch in series.patches:
+        for rel in patch.files:
+            assert (tree / rel).exists() or "deleted file mode" in patch.diff, rel
+    # Each patch also applies on its own check (a scratch sparse tree), and the stage is a no-op
+    # when repeated.
+    patches.check_series(
+        series,
+        sources.ensure_source(
+            repo_url=recipe.upstream.repo_url,
+            commit=recipe.upstream.commit,
+            tag=recipe.upstream.tag,
+            origin=origin,
+        ),
+    )
+    again = build.run(recipe, plan.Options(patch_only=True), origin)
+    assert not again.did_work
+
+
+def test_real_upstream_full_stage_names_missing_blobs(
+    project_root: Path, isolated_cache: Path
+) -> None:
+    recipe = load_recipe(project_root / "recipes" / f"{DEFAULT_RECIPE}.yaml")
+    origin = sources.resolve_origin(recipe.upstream.repo_url)
+    src = sources.ensure_source(
+        repo_url=recipe.upstream.repo_url,
+        commit=recipe.upstream.commit,
+        tag=recipe.upstream.tag,
+        origin=origin,
+        expected_tree=recipe.upstream.tree,
+    )
+    entries = sources.list_tree(src, [recipe.upstream.subdir])
+    assert len(entries) > 700
+    missing = sources.missing_files(entries)
+    lib = "example/transformers/third_party/xrt-ipu/xrt/lib/xrt_phxcore_static.lib"
+    if not missing:
+        pytest.skip(f"{UPSTREAM} is a complete mirror: nothing to report as missing")
+    assert lib in missing
