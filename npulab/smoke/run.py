@@ -1,0 +1,189 @@
+"""Drive the smoke runner here or on a lab host, and bring its report back.
+
+Locally the runner runs as ``<python> runner.py --config smoke.json --report report.json``
+through :func:`npulab.cmd.run`; on a host the runner and its config are uploaded through the
+host's :class:`~npulab.transport.Transport` (``npulab.transport.connect``), run there, and the
+report is fetched. Either way the report lands in ``build/smoke/<stamp>/report.json`` and a verdict
+other than PASS raises (SmokeFailure, or VerificationError when the runner refused the files).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from npulab import cmd, log, paths
+from npulab.errors import ConfigError, SmokeFailure, TransportError, VerificationError
+from npulab.models import model_dir as local_model_dir
+from npulab.recipe import Recipe
+from npulab.smoke import config as smoke_config
+from npulab.smoke.config import Backend
+from npulab.transport import Transport
+
+RUNNER = Path(__file__).with_name("runner.py")
+#: Remote working directory for uploads (Windows lab hosts).
+REMOTE_DIR = "C:\\npulab\\smoke"
+UTF8_ENV = {"PYTHONUTF8": "1", "PYTHONIOENCODING": "utf-8"}
+EXIT_REFUSED = 2
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outcome:
+    report_path: Path
+    report: dict[str, Any]
+
+    @property
+    def verdict(self) -> str:
+        return str(self.report.get("verdict", "ERROR"))
+
+
+def out_dir() -> Path:
+    return paths.build_root() / "smoke" / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+
+
+def python_for(backend: Backend, python: str | None) -> str:
+    """The interpreter that runs the runner: --python, NPULAB_SMOKE_PYTHON, or (cpu) this one."""
+    chosen = python or os.environ.get("NPULAB_SMOKE_PYTHON")
+    if chosen:
+        return chosen
+    if backend == "cpu":
+        return sys.executable
+    msg = "the npu backend runs inside the RyzenAI-SW 1.1 conda env, and none was given"
+    raise ConfigError(
+        msg,
+        hint="pass --python <conda env>\\python.exe (the env prepared by `invoke build`, with "
+        "setup.bat's variables set) or set NPULAB_SMOKE_PYTHON",
+    )
+
+
+def smoke(
+    recipe: Recipe,
+    *,
+    host: str | None = None,
+    backend: Backend = "npu",
+    chip: str | None = None,
+    model_dir: str | None = None,
+    python: str | None = None,
+    dest: Path | None = None,
+    timeout: float = 3600.0,
+    dry_run: bool = False,
+) -> Outcome:
+    """Run the smoke test (locally, or on ``host``) and return its report."""
+    dest = dest or out_dir()
+    if host is None:
+        where = model_dir or str(local_model_dir(recipe.model))
+    elif model_dir is None:
+        msg = f"--model-dir is needed for host {host}: the model's directory on that machine"
+        raise ConfigError(msg, hint=f"`invoke smoke --host {host} --model-dir D:\\models\\...`")
+    else:
+        where = model_dir
+    settings = smoke_config.render(recipe, model_dir=where, backend=backend, chip=chip)
+    config_path = smoke_config.write(settings, dest / "smoke.json")
+    report_path = dest / "report.json"
+    if host is None:
+        _run_local(backend, python, config_path, report_path, timeout, dry_run)
+    else:
+        _run_remote(host, python or "python", config_path, report_path, timeout, dry_run)
+    if dry_run:
+        return Outcome(report_path=report_path, report={"verdict": "DRY-RUN"})
+    return judge(report_path)
+
+
+def _run_local(
+    backend: Backend,
+    python: str | None,
+    config_path: Path,
+    report_path: Path,
+    timeout: float,
+    dry_run: bool,
+) -> None:
+    argv = [python_for(backend, python), str(RUNNER), "--config", str(config_path)]
+    cmd.run(
+        *argv,
+        "--report",
+        str(report_path),
+        env=UTF8_ENV,
+        capture=False,
+        check=False,
+        timeout=timeout,
+        dry_run=dry_run,
+    )
+
+
+def _run_remote(
+    host: str, python: str, config_path: Path, report_path: Path, timeout: float, dry_run: bool
+) -> None:
+    connect = getattr(importlib.import_module("npulab.transport"), "connect", None)
+    if connect is None:
+        msg = f"no transport to reach {host}: npulab.transport.connect is not available"
+        raise TransportError(msg, hint="run `invoke smoke` on the host itself")
+    transport: Transport = connect(host)
+    stamp = config_path.parent.name
+    remote = f"{REMOTE_DIR}\\{stamp}"
+    transport.put_file(RUNNER, f"{remote}\\runner.py", dry_run=dry_run)
+    transport.put_file(config_path, f"{remote}\\smoke.json", dry_run=dry_run)
+    transport.run(
+        [python, f"{remote}\\runner.py", "--config", f"{remote}\\smoke.json",
+         "--report", f"{remote}\\report.json"],
+        env=UTF8_ENV,
+        timeout=timeout,
+        check=False,
+        dry_run=dry_run,
+    )  # fmt: skip
+    if not dry_run:
+        transport.get_file(f"{remote}\\report.json", report_path)
+
+
+def judge(report_path: Path) -> Outcome:
+    """Read a runner report; raise unless its verdict is PASS."""
+    try:
+        report = json.loads(report_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        msg = f"smoke runner left no readable report at {report_path}: {exc}"
+        raise SmokeFailure(msg, hint="see the runner output above") from None
+    outcome = Outcome(report_path=report_path, report=report)
+    failed = [f"{c['name']} ({c['detail']})" for c in report.get("checks", []) if not c["ok"]]
+    log.info(f"smoke verdict {outcome.verdict}: {report_path}")
+    if outcome.verdict == "PASS":
+        return outcome
+    if outcome.verdict == "REFUSED":
+        msg = f"smoke refused to load the model: {report.get('error')}"
+        raise VerificationError(msg, hint="`invoke model.fetch --verify` on that machine")
+    detail = "; ".join(failed) or str(report.get("error", "no detail"))
+    msg = f"smoke {outcome.verdict}: {detail} (report: {report_path})"
+    raise SmokeFailure(msg, hint="read the report; rerun `invoke smoke` after fixing the stack")
+
+
+def chat(
+    recipe: Recipe,
+    *,
+    backend: Backend = "npu",
+    model_dir: str | None = None,
+    python: str | None = None,
+    dry_run: bool = False,
+) -> int:
+    """Interactive chat on this machine (the runner's ``--chat`` mode, same loader)."""
+    where = model_dir or str(local_model_dir(recipe.model))
+    settings = smoke_config.render(recipe, model_dir=where, backend=backend)
+    config_path = smoke_config.write(settings, out_dir() / "chat.json")
+    done = cmd.run(
+        python_for(backend, python),
+        str(RUNNER),
+        "--config",
+        str(config_path),
+        "--chat",
+        env=UTF8_ENV,
+        capture=False,
+        check=False,
+        dry_run=dry_run,
+    )
+    if done.returncode == EXIT_REFUSED:
+        msg = f"chat refused to load the model in {where}"
+        raise VerificationError(msg, hint="`invoke model.fetch --verify`")
+    return done.returncode

@@ -1,0 +1,169 @@
+"""invoke smoke / chat / model.* wiring: local runs, a host run over a transport, clean errors."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from invoke.context import Context
+from invoke.exceptions import Exit
+
+import npulab.transport
+from invoke_tasks import model as model_tasks
+from invoke_tasks import smoke as smoke_tasks
+from npulab import cmd
+from npulab.cmd import Completed
+from npulab.errors import ConfigError, SmokeFailure, TransportError, VerificationError
+from npulab.recipe import load_recipe
+from npulab.smoke import run as smoke_run
+from tests import tiny_llama
+
+
+def tiny_recipe(project_root: Path, tmp_path: Path, *, eot_bias: float = 1.0) -> Path:
+    """The real recipe with its model block swapped for a pinned tiny model in tmp/model."""
+    pins = tiny_llama.write_model_dir(tmp_path / "model", eot_bias=eot_bias)
+    lines = ["model:", "  repo_id: local/tiny", f"  revision: {'b' * 40}", "  checkpoint: model.pt",
+             "  files:"]  # fmt: skip
+    for name, pin in pins.items():
+        lines += [
+            f"    - path: {name}",
+            f"      sha256: {pin['sha256']}",
+            f"      size: {pin['size']}",
+        ]
+    text = (project_root / "recipes" / "ryzenai-sw-1.1-llama3.1.yaml").read_text()
+    text = re.sub(r"(?ms)^model:\n.*?(?=^devices:)", "\n".join(lines) + "\n\n", text)
+    text = text.replace("max_new_tokens: 64", "max_new_tokens: 16")
+    path = tmp_path / "tiny.yaml"
+    path.write_text(text)
+    assert load_recipe(path).model.pinned
+    return path
+
+
+def test_model_fetch_task_refuses_the_unpinned_recipe(project_root: Path) -> None:
+    with pytest.raises(Exit) as err:
+        model_tasks.fetch(
+            Context(), recipe=str(project_root / "recipes/ryzenai-sw-1.1-llama3.1.yaml")
+        )
+    assert err.value.code == ConfigError.exit_code
+    assert "invoke model.pin" in str(err.value.message)
+
+
+def test_npu_backend_without_an_env_python_says_how_to_name_it(
+    project_root: Path, tmp_path: Path, isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NPULAB_SMOKE_PYTHON", raising=False)
+    recipe = load_recipe(tiny_recipe(project_root, tmp_path))
+    with pytest.raises(ConfigError, match="conda env") as err:
+        smoke_run.smoke(recipe, model_dir=str(tmp_path / "model"))
+    assert "--python" in str(err.value)
+
+
+def test_host_run_needs_a_model_dir_and_a_transport(
+    project_root: Path, tmp_path: Path, isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recipe = load_recipe(tiny_recipe(project_root, tmp_path))
+    with pytest.raises(ConfigError, match="--model-dir is needed"):
+        smoke_run.smoke(recipe, host="lab1")
+    monkeypatch.delattr(npulab.transport, "connect", raising=False)
+    with pytest.raises(TransportError, match=r"npulab\.transport\.connect"):
+        smoke_run.smoke(recipe, host="lab1", model_dir="D:\\m")
+
+
+class DirTransport:
+    """A Transport whose 'remote' is a local directory (remote paths map into it)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.ran: list[Sequence[str]] = []
+
+    host = "lab1"
+    is_windows = True
+
+    def local(self, remote: str) -> Path:
+        return self.root / remote.replace("C:\\", "").replace("\\", "/")
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        check: bool = True,
+        dry_run: bool = False,
+    ) -> Completed:
+        self.ran.append(argv)
+        mapped = [str(self.local(a)) if a.startswith("C:\\") else a for a in argv]
+        return cmd.run(*mapped, env=dict(env or {}), check=check, timeout=timeout, dry_run=dry_run)
+
+    def run_script(self, script: str, **kw: Any) -> Completed:
+        raise NotImplementedError
+
+    def put_file(self, local: Path, remote: str, *, dry_run: bool = False) -> None:
+        target = self.local(remote)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(local, target)
+
+    def get_file(self, remote: str, local: Path) -> None:
+        shutil.copyfile(self.local(remote), local)
+
+
+@pytest.mark.integration
+def test_smoke_on_a_host_uploads_runs_and_fetches_the_report(
+    project_root: Path, tmp_path: Path, isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = DirTransport(tmp_path / "remote")
+    monkeypatch.setattr(npulab.transport, "connect", lambda host: fake, raising=False)
+    recipe = load_recipe(tiny_recipe(project_root, tmp_path))
+    outcome = smoke_run.smoke(
+        recipe, host="lab1", backend="cpu", chip="8845HS", model_dir=str(tmp_path / "model"),
+        python=sys.executable,
+    )  # fmt: skip
+    assert outcome.verdict == "PASS"
+    assert outcome.report_path.is_relative_to(isolated_cache.parent / "build" / "smoke")
+    assert outcome.report["host"]["chip"] == "8845HS"
+    assert fake.ran[0][1].endswith("\\runner.py")
+
+
+@pytest.mark.integration
+def test_invoke_smoke_cpu_locally_passes_and_fails_with_exit_codes(
+    project_root: Path, tmp_path: Path, isolated_cache: Path
+) -> None:
+    recipe = tiny_recipe(project_root, tmp_path)
+    smoke_tasks.smoke(
+        Context(), recipe=str(recipe), backend="cpu", model_dir=str(tmp_path / "model")
+    )
+    reports = list((isolated_cache.parent / "build" / "smoke").glob("*/report.json"))
+    assert json.loads(reports[0].read_text())["verdict"] == "PASS"
+    bad = tiny_recipe(project_root, tmp_path / "bad", eot_bias=30.0)  # empty answers
+    with pytest.raises(Exit) as err:
+        smoke_tasks.smoke(Context(), recipe=str(bad), backend="cpu",
+                          model_dir=str(tmp_path / "bad" / "model"))  # fmt: skip
+    assert err.value.code == SmokeFailure.exit_code
+    assert "non-empty answer" in str(err.value.message)
+
+
+def test_judge_maps_refusal_to_a_verification_error(tmp_path: Path) -> None:
+    report = tmp_path / "r.json"
+    report.write_text(json.dumps({"verdict": "REFUSED", "error": "model.pt: sha256 x, pinned y"}))
+    with pytest.raises(VerificationError, match="sha256 x"):
+        smoke_run.judge(report)
+    with pytest.raises(SmokeFailure, match="no readable report"):
+        smoke_run.judge(tmp_path / "missing.json")
+
+
+def test_dry_run_renders_the_config_and_runs_nothing(
+    project_root: Path, tmp_path: Path, isolated_cache: Path
+) -> None:
+    recipe = load_recipe(tiny_recipe(project_root, tmp_path))
+    outcome = smoke_run.smoke(recipe, backend="cpu", model_dir="/m", dry_run=True)
+    assert outcome.verdict == "DRY-RUN"
+    cfg = json.loads(outcome.report_path.with_name("smoke.json").read_text())
+    assert cfg["model_dir"] == "/m"
+    assert cfg["backend"] == "cpu"
