@@ -77,6 +77,9 @@ class PythonEnv:
     pins: dict[str, str] = field(metadata={"check": check_nonempty})
     #: Extra pip constraints that are not exact pins (``numpy: "<2"``).
     constraints: dict[str, str] = field(default_factory=dict)
+    #: Further pip requirement lines the lock resolves without pinning them here (what the Llama
+    #: flow needs from env.yaml's pip part beyond the pins, e.g. ``pybind11[global]``).
+    requirements: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.python.count(".") != 1 or not all(p.isdigit() for p in self.python.split(".")):
