@@ -104,7 +104,7 @@ class Result:
 
 
 def series_digest(series: Series) -> str:
-    return _sha({p.name: p.sha256 for p in series.patches})
+    return _sha([[p.name, p.sha256] for p in series.patches])  # order matters
 
 
 def _sha(value: Any) -> str:

@@ -45,6 +45,7 @@ def git(
     hint: str | None = None,
     quiet: bool = True,
     env: Mapping[str, str] | None = None,
+    capture: bool = True,
 ) -> Completed:
     """Run ``git`` with an explicit git dir / work tree / index (each optional)."""
     full_env = {"GIT_TERMINAL_PROMPT": "0", "GIT_LFS_SKIP_SMUDGE": "1", **(env or {})}
@@ -65,6 +66,7 @@ def git(
         timeout=timeout,
         hint=hint,
         quiet=quiet,
+        capture=capture,
     )
 
 

@@ -147,7 +147,11 @@ def load_series(directory: Path) -> Series:
 
 
 def refresh_command(patch: Patch) -> str:
-    return f"invoke patches.refresh --patch {patch.name} --tree <edited tree>"
+    return (
+        "make the edit in a tree at the pinned commit (invoke build --patch-only stages one in "
+        f"build/<recipe>/tree), then: invoke patches.refresh --patch {patch.name} "
+        "--tree <that tree>"
+    )
 
 
 def apply_series(series: Series, tree: Path, source: Source) -> None:

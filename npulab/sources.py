@@ -170,9 +170,10 @@ def _fetch(cache: Path, origin: Origin, commit: str) -> None:
         return
     log.info(f"fetching {commit} from {origin.location} (chosen by {origin.chosen_by})")
     try:
+        # Not captured: git's own progress meter shows on the terminal for this long step.
         git(
             "fetch",
-            "--quiet",
+            "--progress",
             "--no-tags",
             "--depth=1",
             origin.location,
@@ -180,6 +181,7 @@ def _fetch(cache: Path, origin: Origin, commit: str) -> None:
             git_dir=cache,
             timeout=FETCH_TIMEOUT_S,
             quiet=False,
+            capture=False,
         )
     except CommandError as exc:
         msg = f"cannot fetch pinned commit {commit} from {origin.location}: {exc.message}"

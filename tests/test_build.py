@@ -170,3 +170,22 @@ def test_patch_only_and_windows_refusal(staged: tuple[Path, Recipe, sources.Orig
     build.RUNNERS.pop("win-noop", None)
     with pytest.raises(SourceError, match=r"big\.lib"):
         build.run(recipe, plan.Options(target="windows"), origin)
+
+
+@pytest.mark.integration
+def test_series_order_is_an_input(staged: tuple[Path, Recipe, sources.Origin]) -> None:
+    up, recipe, origin = staged
+    extra = make_patch(up, recipe.upstream.commit, "README.md", "upstream", "the upstream")
+    series_dir = recipe.patches.directory
+    (series_dir / "0002-readme.patch").write_text(extra)
+    (series_dir / "series").write_text("0001-five.patch\n0002-readme.patch\n")
+    build.run(recipe, plan.Options(patch_only=True), origin)
+    again = build.run(recipe, plan.Options(patch_only=True), origin)
+    assert again.steps["patch"] == "up-to-date"
+    (series_dir / "series").write_text("0002-readme.patch\n0001-five.patch\n")
+    swapped = build.run(recipe, plan.Options(patch_only=True), origin)
+    assert swapped.steps["patch"] == "done"
+    assert [p["name"] for p in swapped.manifest["patches"]] == [
+        "0002-readme.patch",
+        "0001-five.patch",
+    ]

@@ -124,3 +124,44 @@ def test_resolve_origin_precedence(tmp_path: Path) -> None:
     assert sources.resolve_origin(URL, environ={}).location == URL
     with pytest.raises(SourceError, match="does not exist"):
         sources.resolve_origin(URL, source=tmp_path / "nope", environ={})
+
+
+def test_url_origin_fetches_by_sha_and_checks_tag(tmp_path: Path, isolated_cache: Path) -> None:
+    up = tmp_path / "up"
+    commit = make_upstream(up)
+    url = f"file://{up}"
+    origin = sources.resolve_origin(url, environ={})
+    assert not origin.is_local
+    src = sources.ensure_source(repo_url=url, commit=commit, tag="v1.1", origin=origin)
+    assert src.fetched
+    assert sources.list_tree(src, ["README.md"])[0].size == len("upstream readme\n")
+    (up / "README.md").write_text("changed\n")
+    git(up, "commit", "-qam", "later")
+    git(up, "tag", "-f", "-a", "v1.1", "-m", "moved")
+    with pytest.raises(SourceError, match=r"tag v1\.1 moved"):
+        sources.ensure_source(repo_url=url, commit=commit, tag="v1.1", origin=origin)
+
+
+def test_lfs_content_is_taken_from_the_source_lfs_store(
+    tmp_path: Path, isolated_cache: Path
+) -> None:
+    import hashlib
+
+    content = b"MZ real dll bytes" * 100
+    oid = hashlib.sha256(content).hexdigest()
+    pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{oid}\nsize {len(content)}\n"
+    up = tmp_path / "up"
+    files = {"lib/real.dll": pointer, "lib/other.dll": pointer.replace(oid[:8], "0" * 8)}
+    commit = make_upstream(up, files)
+    store = up / ".git" / "lfs" / "objects" / oid[:2] / oid[2:4]
+    store.mkdir(parents=True)
+    (store / oid).write_bytes(content)
+    src = _ensure(up, commit)
+    entries = sources.list_tree(src)
+    assert sources.pointer_blobs(src, entries) == ["lib/other.dll", "lib/real.dll"]
+    dest = tmp_path / "stage"
+    sources.checkout(src, entries, dest)
+    filled = sources.materialize_lfs(src.origin, dest, ["lib/real.dll", "lib/other.dll"])
+    assert filled == ["lib/real.dll"]
+    assert (dest / "lib/real.dll").read_bytes() == content
+    assert sources.lfs_pointers(dest, ["lib/real.dll", "lib/other.dll"]) == ["lib/other.dll"]
