@@ -212,7 +212,8 @@ def stage_patched(series: Series, source: Source, dest: Path, prefixes: tuple[st
     """
     tmp = scratch_dir(dest, f".{dest.name}.new-")
     try:
-        entries = list_tree(source, prefixes)
+        # No prefixes (a --patch-only staging of an empty series) means an empty tree, not all.
+        entries = list_tree(source, prefixes) if prefixes else []
         checkout(source, entries, tmp)
         apply_series(series, tmp, source)
     except BaseException:

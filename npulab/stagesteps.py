@@ -103,9 +103,13 @@ def _patch(ctx: Context, step: Step) -> Outcome:
     # Staged files carry the commit's time (like SOURCE_DATE_EPOCH): reproducible, and older
     # than the index written below, so git never has to re-hash "racily clean" files.
     stamp = sources.commit_time(src)
+    nofollow = os.utime in os.supports_follow_symlinks
     for path in ctx.tree.rglob("*"):
-        if not path.is_dir():
-            os.utime(path, (stamp, stamp), follow_symlinks=False)
+        if path.is_symlink():
+            if nofollow:
+                os.utime(path, (stamp, stamp), follow_symlinks=False)
+        elif path.is_file():
+            os.utime(path, (stamp, stamp))
     # A stat cache of the result: the next run verifies tree/ in milliseconds.
     tmp_index = ctx.state / "tree.index.new"
     tmp_index.unlink(missing_ok=True)

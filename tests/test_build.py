@@ -189,3 +189,15 @@ def test_series_order_is_an_input(staged: tuple[Path, Recipe, sources.Origin]) -
         "0002-readme.patch",
         "0001-five.patch",
     ]
+
+
+@pytest.mark.integration
+def test_patch_only_with_empty_series_stages_nothing(
+    staged: tuple[Path, Recipe, sources.Origin],
+) -> None:
+    _up, recipe, origin = staged
+    (recipe.patches.directory / "0001-five.patch").unlink()
+    (recipe.patches.directory / "series").write_text("# empty\n")
+    result = build.run(recipe, plan.Options(patch_only=True), origin)
+    assert list((result.out / "tree").iterdir()) == []
+    assert result.manifest["staged"]["files"] == 0
