@@ -185,16 +185,41 @@ def test_config_rendered_from_the_recipe_drives_the_runner(
     )
     recipe = dataclasses.replace(recipe, model=model, smoke=smoke)
     cfg = smoke_config.render(recipe, model_dir=str(directory), backend="cpu", chip="7940HS")
-    assert cfg["device"] == "phx"
+    assert cfg["chips"]["8845HS"]["device"] == "phx"
     assert cfg["warmup_max_new_tokens"] == 16
     path = smoke_config.write(cfg, tmp_path / "cfg.json")
     code = runner.main(["--config", str(path), "--report", str(tmp_path / "r.json")])
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["host"]["chip"] == "7940HS"
+    assert report["host"]["device"] == "phx"
+    assert report["thresholds"]["min_tokens_per_s"] == 1e9
     assert report["model"]["revision"] == "a" * 40
     assert code == runner.EXIT_FAIL  # the chip's 1e9 tokens/s floor applies
     cfg = smoke_config.render(recipe, model_dir=str(directory), backend="cpu", chip="8845HS")
-    assert cfg["thresholds"] is None  # no entry for this chip: judged on answers only
+    path = smoke_config.write(cfg, tmp_path / "cfg.json")
+    code = runner.main(["--config", str(path), "--report", str(tmp_path / "r.json")])
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["thresholds"] is None  # no entry for this chip: judged on answers only
+    assert "assumption" in report["host"]
+    assert report["host"]["assumption"]
+    assert code == runner.EXIT_PASS
+
+
+def test_chip_is_recognised_in_the_cpu_name_when_not_given() -> None:
+    chips = {
+        "7940HS": {"device": "phx", "assumption": None, "thresholds": {"min_tokens_per_s": 2}},
+        "8845HS": {"device": "phx", "assumption": "same NPU", "thresholds": None},
+    }
+    cpu = "AMD Ryzen 7 8845HS w/ Radeon 780M Graphics"
+    got = runner.resolve_chip({"chips": chips}, cpu)
+    assert got["chip"] == "8845HS"
+    assert got["chip_source"] == "detected from the CPU name"
+    assert got["assumption"] == "same NPU"
+    got = runner.resolve_chip({"chips": chips}, "AMD Ryzen 7 7940HS w/ Radeon 780M Graphics")
+    assert got["thresholds"] == {"min_tokens_per_s": 2}
+    assert runner.resolve_chip({"chips": chips}, "Intel Xeon")["chip"] is None
+    explicit = runner.resolve_chip({"chips": chips, "chip": "7940HS", "thresholds": {"x": 1}}, cpu)
+    assert (explicit["chip"], explicit["thresholds"]) == ("7940HS", {"x": 1})
 
 
 def test_runner_is_python39_grammar_and_standalone() -> None:

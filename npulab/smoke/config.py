@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from npulab.models import require_pinned
-from npulab.recipe import Recipe
+from npulab.recipe import Device, Recipe
 
 Backend = Literal["npu", "cpu"]
 #: Warm-up answers only need to exercise the kernels, not to finish.
@@ -31,8 +31,8 @@ def render(
     model = recipe.model
     revision = require_pinned(model)
     smoke = recipe.smoke
-    device = recipe.device_for(chip) if chip is not None else None
-    thresholds = smoke.thresholds.get(chip) if chip is not None else None  # type: ignore[call-overload]
+    if chip is not None:
+        recipe.device_for(chip)  # a ConfigError naming the targets if it is not one
     return {
         "version": 1,
         "recipe": recipe.name,
@@ -43,9 +43,9 @@ def render(
         "model_dir": model_dir,
         "checkpoint": model.checkpoint,
         "files": {f.path: {"sha256": f.sha256, "size": f.size} for f in model.files},
+        # None: the runner recognises the chip in the CPU name ("AMD Ryzen 7 7940HS ...").
         "chip": chip,
-        "device": device.device if device else None,
-        "chip_assumption": device.assumption if device else None,
+        "chips": {d.chip: _chip(recipe, d) for d in recipe.devices},
         "warmup_prompts": list(smoke.warmup_prompts),
         "warmup_max_new_tokens": min(WARMUP_MAX_NEW_TOKENS, smoke.max_new_tokens),
         "prompts": [{"text": p.text, "max_new_tokens": p.max_new_tokens} for p in smoke.prompts],
@@ -56,15 +56,23 @@ def render(
         "top_p": smoke.top_p,
         "cpu_threads": smoke.cpu_threads,
         "require_stop_token": smoke.require_stop_token,
+        "report": report,
+    }
+
+
+def _chip(recipe: Recipe, device: Device) -> dict[str, Any]:
+    limits = recipe.smoke.thresholds.get(device.chip)
+    return {
+        "device": device.device,
+        "assumption": device.assumption,
         "thresholds": (
             {
-                "min_tokens_per_s": thresholds.min_tokens_per_s,
-                "max_time_to_first_token_s": thresholds.max_time_to_first_token_s,
+                "min_tokens_per_s": limits.min_tokens_per_s,
+                "max_time_to_first_token_s": limits.max_time_to_first_token_s,
             }
-            if thresholds is not None
+            if limits is not None
             else None
         ),
-        "report": report,
     }
 
 

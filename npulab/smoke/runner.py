@@ -298,6 +298,25 @@ def versions() -> Dict[str, Optional[str]]:
     return out
 
 
+def resolve_chip(cfg: Dict[str, Any], cpu: Optional[str]) -> Dict[str, Any]:
+    """The chip (named in the config, else found in the CPU name), its DEVICE, assumption and
+    thresholds. An explicit ``thresholds`` in the config wins over the chip's."""
+    chips = cfg.get("chips") or {}  # type: Dict[str, Dict[str, Any]]
+    chip = cfg.get("chip")  # type: Optional[str]
+    how = "config"  # type: Optional[str]
+    if chip is None:
+        found = [c for c in sorted(chips) if cpu and c in cpu]
+        chip, how = (found[0], "detected from the CPU name") if found else (None, None)
+    info = chips.get(chip, {}) if chip else {}
+    return {
+        "chip": chip,
+        "chip_source": how,
+        "device": info.get("device"),
+        "assumption": info.get("assumption"),
+        "thresholds": cfg.get("thresholds") or info.get("thresholds"),
+    }
+
+
 def judge(results: List[Dict[str, Any]], cfg: Dict[str, Any]) -> List[Dict[str, Any]]:
     """The checks behind the verdict: non-empty answers, stop tokens, per-chip floors."""
     checks = []
@@ -353,6 +372,9 @@ def write_json(path: str, payload: Dict[str, Any]) -> None:
 
 def run_smoke(cfg: Dict[str, Any]) -> Tuple[int, Dict[str, Any]]:
     """The whole smoke test; returns (exit code, report)."""
+    cpu = cpu_name()
+    target = resolve_chip(cfg, cpu)
+    cfg = dict(cfg, thresholds=target.pop("thresholds"))
     report = {
         "report_version": REPORT_VERSION,
         "recipe": cfg.get("recipe"),
@@ -366,11 +388,10 @@ def run_smoke(cfg: Dict[str, Any]) -> Tuple[int, Dict[str, Any]]:
         "host": {
             "name": socket.gethostname(),
             "platform": os_name(),
-            "processor": cpu_name(),
-            "chip": cfg.get("chip"),
-            "device": cfg.get("device"),
-            "assumption": cfg.get("chip_assumption"),
+            "processor": cpu,
+            **target,
         },
+        "thresholds": cfg["thresholds"],
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "verdict": "ERROR",
         "checks": [],
