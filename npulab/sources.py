@@ -31,11 +31,13 @@ LFS_POINTER_MAX = 1024
 ENV_VAR = "NPULAB_UPSTREAM"
 FETCH_TIMEOUT_S = 1800.0
 
-MIRROR_HINT = (
-    "give a local mirror or checkout of the upstream: `invoke build --source PATH`, "
-    f"or `export {ENV_VAR}=PATH`, or set `npulab.source: PATH` in invoke.yaml "
-    "(make one on a machine with network: `git clone --mirror <repo_url> PATH`)"
-)
+
+def mirror_hint(repo_url: str = "<repo_url>") -> str:
+    return (
+        "give a local mirror or checkout of the upstream: `invoke build --source PATH`, "
+        f"or `export {ENV_VAR}=PATH`, or set `npulab.source: PATH` in invoke.yaml "
+        f"(make one on a machine with network: `git clone --mirror {repo_url} PATH`)"
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,7 +77,7 @@ def _local(value: str | os.PathLike[str], setting: str) -> str:
     path = Path(text).expanduser()
     if not path.is_dir():
         msg = f"{setting}: upstream mirror {path} does not exist or is not a directory"
-        raise SourceError(msg, hint=MIRROR_HINT)
+        raise SourceError(msg, hint=mirror_hint())
     return str(path.resolve())
 
 
@@ -184,8 +186,11 @@ def _fetch(cache: Path, origin: Origin, commit: str) -> None:
             capture=False,
         )
     except CommandError as exc:
-        msg = f"cannot fetch pinned commit {commit} from {origin.location}: {exc.message}"
-        raise SourceError(msg, hint=MIRROR_HINT) from None
+        msg = (
+            f"cannot fetch pinned commit {commit} from {origin.location} (offline? git exited "
+            f"with {exc.returncode}; its message is above)"
+        )
+        raise SourceError(msg, hint=mirror_hint(origin.location)) from None
 
 
 def _copy_commit_objects(cache: Path, mirror: Path, commit: str) -> None:
@@ -231,7 +236,7 @@ def verify_tag(origin: Origin, tag: str, commit: str) -> list[str]:
         )
         resolved = result.stdout.strip() if result.ok else None
     else:
-        result = git("ls-remote", origin.location, ref, f"{ref}^{{}}", check=False, timeout=60)
+        result = git("ls-remote", origin.location, ref, f"{ref}^{{}}", check=False, timeout=15)
         if not result.ok:
             return [f"could not check tag {tag} at {origin.location} (offline?); commit is pinned"]
         lines: dict[str, str] = {}
