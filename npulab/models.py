@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 from npulab import log
+from npulab.dirlock import locked
 from npulab.errors import ConfigError, SourceError, VerificationError
 from npulab.hashing import FileRecord, load_records, record_for, save_records, sha256_file
 from npulab.recipe import Model, ModelFile
@@ -152,6 +153,16 @@ def fetch(
             hint="run `invoke model.fetch` without HF_HUB_OFFLINE where the hub (or HF_ENDPOINT) "
             f"is reachable, or copy the files into {directory} and re-run",
         )
+    if any(s.action != "trusted" for s in steps):
+        with locked(directory, "fetch"):
+            # Plan again under the lock: another fetch may have finished meanwhile.
+            steps = plan(model, directory, verify=verify, is_offline=is_offline)
+            _execute(model, directory, steps)
+    log.info(f"model verified: {len(steps)} files in {directory}")
+    return directory
+
+
+def _execute(model: Model, directory: Path, steps: list[Step]) -> None:
     records_path = directory / STATE_DIR / "verified.json"
     records = load_records(records_path)
     for step in steps:
@@ -163,8 +174,6 @@ def fetch(
             _download(model, step)
         records[step.file.path] = record_for(step.target, str(step.file.sha256))
         save_records(records_path, records)
-    log.info(f"model verified: {len(steps)} files in {directory}")
-    return directory
 
 
 def _mismatch(path: str, expected: str, actual: str, where: Path) -> VerificationError:

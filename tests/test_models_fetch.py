@@ -210,3 +210,26 @@ def test_plan_describes_each_file_without_network(hub: HubServer, tmp_path: Path
     ]
     models.fetch(model, dest=tmp_path, dry_run=True)
     assert hub.requests == []
+
+
+def test_a_second_fetch_into_a_busy_directory_is_refused_and_stale_locks_are_taken_over(
+    hub: HubServer, tmp_path: Path
+) -> None:
+    import os
+    import socket
+
+    commit = hub.add_repo(REPO, FILES, lfs={"model.pt"})
+    lock = tmp_path / ".npulab" / "fetch.lock"
+    lock.parent.mkdir(parents=True)
+    lock.write_text(f"{socket.gethostname()} pid {os.getpid()} since now\n")  # alive: us
+    with pytest.raises(SourceError, match="in use by another fetch") as err:
+        models.fetch(pinned(commit), dest=tmp_path)
+    assert str(lock) in str(err.value)
+    assert gets(hub) == []
+    lock.write_text("other-host pid 1 since now\n")  # cannot tell from here: refuse
+    with pytest.raises(SourceError, match="other-host"):
+        models.fetch(pinned(commit), dest=tmp_path)
+    lock.write_text(f"{socket.gethostname()} pid 999999999 since now\n")  # dead: take over
+    models.fetch(pinned(commit), dest=tmp_path)
+    assert (tmp_path / "model.pt").read_bytes() == WEIGHTS
+    assert not lock.exists()
