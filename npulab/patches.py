@@ -229,7 +229,9 @@ def check_series(series: Series, source: Source) -> None:
         tree.mkdir()
         if series.files:
             checkout(source, list_tree(source, series.files), tree)
-        apply_series(series, tree, source)
+        for patch in series.patches:
+            apply_patch(patch, tree, source)
+            log.info(f"  ok  {patch.name} ({', '.join(patch.files)})")
     log.info(f"{len(series.patches)} patch(es) apply cleanly to {source.commit[:12]}")
 
 

@@ -47,6 +47,18 @@ def test_real_upstream_patch_only_staging(project_root: Path, isolated_cache: Pa
     )
     again = build.run(recipe, plan.Options(patch_only=True), origin)
     assert not again.did_work
+    # Refresh reproduces every shipped patch byte for byte from the staged tree (nothing written).
+    src = sources.ensure_source(
+        repo_url=recipe.upstream.repo_url,
+        commit=recipe.upstream.commit,
+        tag=recipe.upstream.tag,
+        origin=origin,
+    )
+    for patch in series.patches:
+        if any(f in q.files for q in series.patches if q is not patch for f in patch.files):
+            continue  # files shared between patches: the diff would fold both
+        diff = patches.diff_against_pinned(src, tree, patch.files)
+        assert patch.header.encode() + diff == patch.path.read_bytes(), patch.name
 
 
 def test_real_upstream_full_stage_names_missing_blobs(

@@ -1,0 +1,65 @@
+"""The thin `invoke build` / `invoke patches.*` adapters, run as a user would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+INVOKE = str(Path(sys.executable).parent / "invoke")
+
+
+def _invoke(project_root: Path, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "NPULAB_CACHE": str(tmp_path / "cache"),
+        "NPULAB_BUILD_DIR": str(tmp_path / "build"),
+    }
+    env.pop("NPULAB_UPSTREAM", None)
+    return subprocess.run(
+        [INVOKE, *args], cwd=project_root, env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_build_dry_run_prints_plan(project_root: Path, tmp_path: Path) -> None:
+    (tmp_path / "mirror").mkdir()
+    done = _invoke(
+        project_root, tmp_path, "build", "--dry-run", "--source", str(tmp_path / "mirror")
+    )
+    assert done.returncode == 0, done.stderr
+    assert "1. fetch" in done.stdout
+    assert "(dry run: nothing was fetched" in done.stdout
+    assert not (tmp_path / "cache").exists()
+    assert not (tmp_path / "build").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "expected"),
+    [
+        (("build", "--target", "linux"), 2, "--target: expected auto, stage or windows"),
+        (("build", "--source", "/nonexistent/mirror"), 3, "does not exist"),
+        (("build", "--recipe", "nope"), 2, "no recipe named 'nope'"),
+        (
+            ("patches.refresh", "--patch", "9999-nope", "--source", "/nonexistent"),
+            3,
+            "does not exist",
+        ),
+    ],
+)
+def test_errors_exit_with_code_and_one_message(
+    project_root: Path, tmp_path: Path, args: tuple[str, ...], code: int, expected: str
+) -> None:
+    done = _invoke(project_root, tmp_path, *args)
+    assert done.returncode == code, done.stderr
+    assert expected in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_patches_list(project_root: Path, tmp_path: Path) -> None:
+    done = _invoke(project_root, tmp_path, "patches.list")
+    assert done.returncode == 0, done.stderr
+    assert "patches/ryzenai-sw/1.1/series" in done.stdout
