@@ -80,3 +80,19 @@ def test_range_and_drop_and_corrupt(hub: HubServer) -> None:
     hub.corrupt("model.pt", b"x" * len(BIG))
     assert requests.get(url, timeout=5).content == b"x" * len(BIG)
     assert [r.range for r in hub.requests][:1] == ["bytes=100-"]
+
+
+def test_latency_delays_every_answer(hub: HubServer) -> None:
+    import time
+
+    import requests
+
+    hub.add_repo(REPO, {"config.json": b"{}"})
+    hub.set_latency(0.2)
+    start = time.perf_counter()
+    requests.get(f"{hub.endpoint}/api/models/{REPO}", timeout=5).raise_for_status()
+    assert time.perf_counter() - start >= 0.2
+    hub.clear_faults()
+    start = time.perf_counter()
+    requests.get(f"{hub.endpoint}/api/models/{REPO}", timeout=5).raise_for_status()
+    assert time.perf_counter() - start < 0.2

@@ -343,3 +343,28 @@ def test_chat_streams_tokens_from_the_tiny_model(tiny: tuple[Path, dict[str, Any
     stop = threading.Event()
     stop.set()
     assert len(respond([{"role": "user", "content": "hello"}], stop).split()) <= 1
+
+
+def test_cpu_backend_loads_a_pinned_transformers_directory(tmp_path: Path) -> None:
+    import hashlib
+
+    model_dir = tmp_path / "m"
+    tokenizer = tiny_llama.build_tokenizer(model_dir)
+    tiny_llama.build_model(len(tokenizer), eot_bias=1.0).save_pretrained(model_dir / "hf")
+    pins = {
+        p.relative_to(model_dir).as_posix(): {
+            "sha256": hashlib.sha256(p.read_bytes()).hexdigest(),
+            "size": p.stat().st_size,
+        }
+        for p in model_dir.rglob("*")
+        if p.is_file()
+    }
+    # save_pretrained drops the lm_head bias (standard Llama has none): the stop is not steered.
+    cfg = settings(model_dir, pins, checkpoint="hf", warmup_prompts=[], require_stop_token=False)
+    code, report = run(tmp_path, cfg)
+    assert code == runner.EXIT_PASS, report.get("error")
+    assert "hf/model.safetensors" in report["load"]["verified"]
+    del pins["hf/config.json"]
+    code, report = run(tmp_path, settings(model_dir, pins, checkpoint="hf"))
+    assert code == runner.EXIT_REFUSED
+    assert "hf/config.json" in report["error"]

@@ -74,6 +74,20 @@ def verify_files(model_dir: str, files: Dict[str, Dict[str, Any]]) -> Dict[str, 
     return seen
 
 
+def unpinned_parts(model_dir: str, checkpoint: str, verified: Dict[str, str]) -> List[str]:
+    """Files of the checkpoint (a file, or a transformers model directory) without a pin."""
+    path = os.path.join(model_dir, checkpoint)
+    if not os.path.isdir(path):
+        return [] if checkpoint in verified else [checkpoint]
+    parts = []
+    for root, _dirs, names in os.walk(path):
+        for name in names:
+            rel = os.path.relpath(os.path.join(root, name), model_dir).replace(os.sep, "/")
+            if rel not in verified:
+                parts.append(rel)
+    return sorted(parts) if parts or verified else [checkpoint]
+
+
 # -- loading --------------------------------------------------------------------------------------
 def load(cfg: Dict[str, Any]) -> Tuple[Any, Any, Dict[str, Any]]:
     """(model, tokenizer, facts) for cfg['backend'] after verifying every pinned file."""
@@ -87,8 +101,12 @@ def load(cfg: Dict[str, Any]) -> Tuple[Any, Any, Dict[str, Any]]:
     facts["verify_s"] = round(time.perf_counter() - started, 3)
     started = time.perf_counter()
     checkpoint = os.path.join(cfg["model_dir"], cfg["checkpoint"])
-    if cfg["checkpoint"] not in facts["verified"] and not cfg.get("allow_unpinned_directory"):
-        raise Refused("checkpoint %s has no pinned sha256 in the config" % cfg["checkpoint"])
+    unpinned = unpinned_parts(cfg["model_dir"], cfg["checkpoint"], facts["verified"])
+    if unpinned:
+        raise Refused(
+            "checkpoint %s: no pinned sha256 in the config for %s"
+            % (cfg["checkpoint"], ", ".join(unpinned))
+        )
     backend = cfg.get("backend", "npu")
     if backend == "npu":
         import modeling_llama_amd  # noqa: F401  (the patched module the pickle references)
