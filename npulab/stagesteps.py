@@ -8,7 +8,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from npulab import log, manifest, patches, plan, sources
+from npulab import lfs, log, manifest, patches, plan, sources
 from npulab.build import Context, Outcome, Runner, register
 from npulab.gitutil import git
 from npulab.plan import Step
@@ -48,12 +48,12 @@ def _fetch(ctx: Context, step: Step) -> Outcome:
 
 def _verify(ctx: Context, step: Step) -> Outcome:
     src = ctx.need_source()
-    lfs = ctx.recipe.upstream.lfs
+    spec = ctx.recipe.upstream.lfs
     ctx.entries = sources.list_tree(src, ctx.prefixes) if ctx.prefixes else []
     missing = sources.missing_files(ctx.entries)
-    by_path = {e.path: e for e in sources.list_tree(src, lfs.required)} if lfs.required else {}
-    pointers = sources.pointer_blobs(src, list(by_path.values()))
-    absent = [r for r in lfs.required if r not in by_path]
+    by_path = {e.path: e for e in sources.list_tree(src, spec.required)} if spec.required else {}
+    pointers = lfs.pointer_blobs(src, list(by_path.values()))
+    absent = [r for r in spec.required if r not in by_path]
     if absent:
         ctx.warn(step.name, f"recipe upstream.lfs.required lists paths not in the tree: {absent}")
     ctx.data["patches"] = [
@@ -94,9 +94,9 @@ def _patch(ctx: Context, step: Step) -> Outcome:
         f"    checking out {len(ctx.entries)} file(s), applying {len(ctx.series.patches)} patch(es)"
     )
     patches.stage_patched(ctx.series, src, ctx.tree, ctx.prefixes)
-    lfs = ctx.recipe.upstream.lfs
-    in_scope = [p for p in lfs.required if (ctx.tree / p).exists()]
-    filled = sources.materialize_lfs(ctx.origin, ctx.tree, in_scope)
+    spec = ctx.recipe.upstream.lfs
+    in_scope = [p for p in spec.required if (ctx.tree / p).exists()]
+    filled = lfs.materialize_lfs(ctx.origin, ctx.tree, in_scope)
     still = [p for p in ctx.data.get("lfs_pointers", []) if p in in_scope and p not in filled]
     if ctx.options.target == "windows" and still:
         raise sources.incomplete_source_error([], still, src)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from npulab import sources
+from npulab import lfs, sources
 from npulab.errors import SourceError
 from tests.gitrepo import drop_blob, git, make_upstream
 
@@ -102,7 +102,7 @@ def test_partial_mirror_names_missing_blob_and_lfs_pointer(
         "example/transformers/third_party/lib/tvm_ipu.dll",
         "example/transformers/setup.bat",
     ]
-    pointers = sources.lfs_pointers(dest, required)
+    pointers = lfs.pointers_in_tree(dest, required)
     assert pointers == ["example/transformers/third_party/lib/tvm_ipu.dll"]
     err = sources.incomplete_source_error(missing, pointers, src)
     text = str(err)
@@ -158,10 +158,10 @@ def test_lfs_content_is_taken_from_the_source_lfs_store(
     (store / oid).write_bytes(content)
     src = _ensure(up, commit)
     entries = sources.list_tree(src)
-    assert sources.pointer_blobs(src, entries) == ["lib/other.dll", "lib/real.dll"]
+    assert lfs.pointer_blobs(src, entries) == ["lib/other.dll", "lib/real.dll"]
     dest = tmp_path / "stage"
     sources.checkout(src, entries, dest)
-    filled = sources.materialize_lfs(src.origin, dest, ["lib/real.dll", "lib/other.dll"])
+    filled = lfs.materialize_lfs(src.origin, dest, ["lib/real.dll", "lib/other.dll"])
     assert filled == ["lib/real.dll"]
     assert (dest / "lib/real.dll").read_bytes() == content
-    assert sources.lfs_pointers(dest, ["lib/real.dll", "lib/other.dll"]) == ["lib/other.dll"]
+    assert lfs.pointers_in_tree(dest, ["lib/real.dll", "lib/other.dll"]) == ["lib/other.dll"]
