@@ -219,7 +219,9 @@ def _copy_commit_objects(cache: Path, mirror: Path, commit: str) -> None:
     shallow = cache / "shallow"
     existing = shallow.read_text().split() if shallow.exists() else []
     if commit not in existing:
-        shallow.write_text("".join(f"{c}\n" for c in [*existing, commit]))
+        tmp = shallow.with_name(f"shallow.npulab-{os.getpid()}")
+        tmp.write_text("".join(f"{c}\n" for c in [*existing, commit]))
+        tmp.replace(shallow)
 
 
 def verify_tag(origin: Origin, tag: str, commit: str) -> list[str]:
