@@ -8,7 +8,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from npulab import lfs, log, manifest, patches, plan, sources
+from npulab import lfs, log, manifest, patches, plan, sources, wrappers
 from npulab.build import Context, Outcome, Runner, register
 from npulab.gitutil import git
 from npulab.plan import Step
@@ -18,7 +18,7 @@ NOT_STAGED_REASON = "not staged: needs a Windows host with the full source"
 
 #: Script renderers: ``(recipe, tree, scripts_dir) -> written paths``. Issues 3/4 append theirs.
 Renderer = Callable[[Recipe, Path, Path], list[Path]]
-RENDERERS: list[Renderer] = []
+RENDERERS: list[Renderer] = [wrappers.render_staged]
 
 
 def _fetch(ctx: Context, step: Step) -> Outcome:

@@ -23,13 +23,39 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from npulab.recipe import Recipe
 from npulab.winquote import cmd_set, quote_cmd_arg
+
+SMOKE_RUNNER = Path(__file__).resolve().parent / "smoke" / "runner.py"
 
 CRLF = "\r\n"
 #: Characters upstream setup.bat (unquoted ``set X=%PWD%...``) cannot take in its own path.
 SETUP_BAT_BREAKERS = "&|<>^"
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _PROGRAM_RE = re.compile(r"[A-Za-z0-9_.\\-]+\.exe")
+
+
+class Raw(str):
+    """A cmd expression written as is inside ``set "NAME=..."`` or double quotes: it may use
+    ``%~dp0`` (the wrapper's folder) or ``%VAR%``, expanded on the Windows machine at run time."""
+
+
+def _set(name: str, value: str) -> str:
+    if isinstance(value, Raw):
+        if any(ch in value for ch in '"\r\n\0'):
+            msg = f"Raw value {value!r} for {name}: no quotes or line breaks"
+            raise ValueError(msg)
+        return f'set "{name}={value}"'
+    return cmd_set(name, value)
+
+
+def _arg(value: str) -> str:
+    if isinstance(value, Raw):
+        if any(ch in value for ch in '"\r\n\0') or value.endswith("\\"):
+            msg = f"Raw argument {value!r}: no quotes, line breaks or trailing backslash"
+            raise ValueError(msg)
+        return f'"{value}"'
+    return quote_cmd_arg(value)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,6 +81,8 @@ class RuntimeEnv:
     pythonpath: tuple[str, ...] | None = None
     #: Extra variables set before the program runs (name -> value), e.g. NPULAB_SMOKE_DIR.
     extra_env: dict[str, str] = field(default_factory=dict)
+    #: Variables given a value only when the caller has not set them (name -> value).
+    defaults: dict[str, str] = field(default_factory=dict)
 
     @property
     def setup_bat(self) -> str:
@@ -64,11 +92,13 @@ class RuntimeEnv:
     def python_path(self) -> tuple[str, ...]:
         if self.pythonpath is not None:
             return self.pythonpath
-        return (win_join(self.transformers_dir, "models", "llama2"),)
+        joined = win_join(self.transformers_dir, "models", "llama2")
+        return (Raw(joined) if isinstance(self.transformers_dir, Raw) else joined,)
 
 
 def win_join(*parts: str) -> str:
-    return "\\".join(p.rstrip("\\/") if i == 0 else p.strip("\\/") for i, p in enumerate(parts))
+    joined = "\\".join(p.rstrip("\\/") if i == 0 else p.strip("\\/") for i, p in enumerate(parts))
+    return Raw(joined) if isinstance(parts[0], Raw) else joined
 
 
 def default_entry_points(smoke_runner: str | None = None) -> list[EntryPoint]:
@@ -98,7 +128,8 @@ def _check_env(env: RuntimeEnv) -> None:
         msg = f"conda env name {env.env_name!r}: use letters, digits, '.', '_' or '-'"
         raise ValueError(msg)
     # setup.bat itself stores %~dp0 with unquoted `set X=...` lines: these break it.
-    bad = sorted(set(env.transformers_dir) & set(SETUP_BAT_BREAKERS))
+    literal = "" if isinstance(env.transformers_dir, Raw) else env.transformers_dir
+    bad = sorted(set(literal) & set(SETUP_BAT_BREAKERS))
     if bad:
         msg = (
             f"{env.transformers_dir!r}: upstream setup.bat cannot live under a path holding "
@@ -111,7 +142,7 @@ def render(entry: EntryPoint, env: RuntimeEnv) -> str:
     """The ``.cmd`` text (CRLF) for one entry point."""
     _check(entry)
     _check_env(env)
-    fixed = "".join(f" {quote_cmd_arg(a)}" for a in entry.args)
+    fixed = "".join(f" {_arg(a)}" for a in entry.args)
     what = entry.description or entry.name
     head = [
         "@echo off",
@@ -126,11 +157,17 @@ def render(entry: EntryPoint, env: RuntimeEnv) -> str:
     body = [
         'set "PYTHONUTF8=1"',
         'set "PYTHONIOENCODING=utf-8"',
-        cmd_set("NPULAB_CONDABIN", win_join(env.conda_root, "condabin")),
+        *(f"if not defined {k} {_set(k, v)}" for k, v in sorted(env.defaults.items())),
+        _set("NPULAB_CONDABIN", win_join(env.conda_root, "condabin")),
         cmd_set("NPULAB_ENV", env.env_name),
-        cmd_set("NPULAB_TRANSFORMERS", env.transformers_dir),
-        cmd_set("NPULAB_PYTHONPATH", ";".join(env.python_path)),
-        *(cmd_set(k, v) for k, v in sorted(env.extra_env.items())),
+        _set("NPULAB_TRANSFORMERS", env.transformers_dir),
+        *(_set(f"NPULAB_PYTHONPATH{i}", part) for i, part in enumerate(env.python_path)),
+        'set "NPULAB_PYTHONPATH=%NPULAB_PYTHONPATH0%"',
+        *(
+            f'set "NPULAB_PYTHONPATH=%NPULAB_PYTHONPATH%;%NPULAB_PYTHONPATH{i}%"'
+            for i in range(1, len(env.python_path))
+        ),
+        *(_set(k, v) for k, v in sorted(env.extra_env.items())),
         'set "NPULAB_RC=9009"',
         # `call` expands %...% a second time and doubles quoted carets, so it never sees a path:
         # pushd into the folder (no call), call the script by its plain name (%~dp0 inside the
@@ -161,6 +198,33 @@ def render(entry: EntryPoint, env: RuntimeEnv) -> str:
         "endlocal & exit /b %NPULAB_RC%",
     ]
     return CRLF.join([*head, *body]) + CRLF
+
+
+#: Where a staged build keeps things, relative to the wrappers in ``build/<recipe>/scripts``.
+STAGED_TREE = "%~dp0..\\tree"
+STAGED_CONDA_DEFAULT = "%USERPROFILE%\\miniconda3"
+
+
+def staged_env(recipe: Recipe) -> RuntimeEnv:
+    """Paths of a staged build, resolved on the Windows machine: the tree next to the scripts,
+    conda from NPULAB_CONDA_ROOT (default: %USERPROFILE%\\miniconda3)."""
+    subdir = recipe.upstream.subdir.replace("/", "\\")
+    return RuntimeEnv(
+        transformers_dir=Raw(win_join(STAGED_TREE, subdir)),
+        conda_root=Raw("%NPULAB_CONDA_ROOT%"),
+        env_name=recipe.env.name,
+        defaults={"NPULAB_CONDA_ROOT": Raw(STAGED_CONDA_DEFAULT)},
+    )
+
+
+def render_staged(recipe: Recipe, tree: Path, scripts: Path) -> list[Path]:
+    """The staging renderer (``npulab.stagesteps.RENDERERS``): python.cmd, pip.cmd and smoke.cmd
+    (with the smoke runner copied next to it) into ``scripts``."""
+    entries = default_entry_points(Raw("%~dp0runner.py"))
+    written = write_all(render_all(entries, staged_env(recipe)), scripts)
+    runner = scripts / "runner.py"
+    runner.write_bytes(SMOKE_RUNNER.read_bytes())
+    return [*written, runner]
 
 
 def render_all(entries: Sequence[EntryPoint], env: RuntimeEnv) -> dict[str, str]:

@@ -8,11 +8,13 @@ import pytest
 
 from npulab.winquote import quote_cmd_line
 from npulab.wrappers import (
+    SMOKE_RUNNER,
     EntryPoint,
     RuntimeEnv,
     default_entry_points,
     render,
     render_all,
+    render_staged,
     write_all,
 )
 from tests.test_winquote import HOSTILE
@@ -183,3 +185,58 @@ def test_bad_entry_points_are_refused(entry: EntryPoint) -> None:
 def test_duplicate_wrapper_names_are_refused() -> None:
     with pytest.raises(ValueError, match="two wrappers"):
         render_all([EntryPoint(name="p"), EntryPoint(name="p")], _env(TREES[0], CONDAS[0]))
+
+
+SCRIPTS = "D:\\实验室\\npu lab (x86)\\100%!\\build\\ryzenai-sw-1.1-llama3.1\\scripts\\"
+STAGED_TREE = "D:\\实验室\\npu lab (x86)\\100%!\\build\\ryzenai-sw-1.1-llama3.1\\tree"
+
+
+@pytest.mark.parametrize(
+    ("caller_env", "conda"),
+    [
+        ({"USERPROFILE": "C:\\Users\\Zoë & Co"}, "C:\\Users\\Zoë & Co\\miniconda3"),
+        ({"USERPROFILE": "C:\\u", "NPULAB_CONDA_ROOT": "E:\\conda ^ 50%"}, "E:\\conda ^ 50%"),
+    ],
+)
+def test_staged_wrappers_find_tree_and_conda_at_run_time(
+    tmp_path: Path, caller_env: dict[str, str], conda: str
+) -> None:
+    from npulab.recipe import DEFAULT_RECIPE, find_recipe, load_recipe
+
+    recipe = load_recipe(find_recipe(DEFAULT_RECIPE))
+    written = render_staged(recipe, tmp_path / "tree", tmp_path)
+    assert sorted(p.name for p in written) == ["pip.cmd", "python.cmd", "runner.py", "smoke.cmd"]
+    assert (tmp_path / "runner.py").read_bytes() == SMOKE_RUNNER.read_bytes()
+    tree = f"{STAGED_TREE}\\example\\transformers"
+    seen: list[list[str]] = []
+
+    def conda_bat(run: BatchRun, argv: list[str]) -> int:
+        run.env["CONDA_PREFIX"] = f"{conda}\\envs\\{argv[1]}"
+        return 0
+
+    def setup_bat(run: BatchRun, argv: list[str]) -> int:
+        assert run.cwd_stack[-1] == tree
+        return 0
+
+    def program(run: BatchRun, argv: list[str]) -> int:
+        seen.append(argv)
+        assert run.env["PYTHONPATH"].startswith(f"{SCRIPTS}..\\tree\\example\\transformers\\models")
+        return 0
+
+    run = BatchRun(
+        env={"PATH": "C:\\Windows", **caller_env},
+        dirs={f"{conda}\\condabin", tree, f"{tree}\\setup.bat"},
+        scripts={"conda.bat": conda_bat, "setup.bat": setup_bat},
+        program=program,
+        script_dir=SCRIPTS,
+    )
+    text = (tmp_path / "smoke.cmd").read_bytes().decode("utf-8")
+    assert run.run(text, _outer_parse(["--config", "a & b.json"])) == 0
+    python = f"{conda}\\envs\\ryzenai-transformers\\python.exe"
+    assert seen == [[python, f"{SCRIPTS}runner.py", "--config", "a & b.json"]]
+
+
+def test_staging_registers_the_wrapper_renderer() -> None:
+    from npulab import stagesteps
+
+    assert render_staged in stagesteps.RENDERERS

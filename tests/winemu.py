@@ -9,6 +9,7 @@ the UCRT argv split (backslash/quote rules, ``""`` inside quotes is a literal qu
 
 from __future__ import annotations
 
+import ntpath
 import re
 
 
@@ -31,6 +32,10 @@ def phase1(line: str, *, env: dict[str, str], batch: bool, tail: str = "") -> st
         if batch and line.startswith("%%", i):
             out.append("%")
             i += 2
+            continue
+        if batch and line.startswith("%~dp0", i):
+            out.append(env["~dp0"])
+            i += 5
             continue
         if batch and line.startswith("%*", i):
             out.append(tail)
@@ -182,8 +187,10 @@ class BatchRun:
         scripts: dict[str, object],
         program: object,
         console_chcp: str = "Active code page: 936",
+        script_dir: str = "C:\\scripts\\",
     ) -> None:
         self.env = dict(env)
+        self.script_dir = script_dir
         self.dirs = dirs
         self.scripts = scripts
         self.program = program
@@ -208,7 +215,7 @@ class BatchRun:
                 word = self.console_chcp.split()[-1]
                 self.env["NPULAB_CP"] = word.rsplit(".", 1)[0] if "." in word else word
                 continue
-            dynamic = {"ERRORLEVEL": str(self.errorlevel), **self.env}
+            dynamic = {"ERRORLEVEL": str(self.errorlevel), "~dp0": self.script_dir, **self.env}
             expanded = phase1(raw, env=dynamic, batch=True, tail=tail)
             ok = True
             for command, op in split_commands(expanded):
@@ -258,7 +265,7 @@ class BatchRun:
         if head == "exit":
             return ("exit", int(words[2]))
         if head == "pushd":
-            path = split_argv(command[6:])[0]
+            path = ntpath.normpath(split_argv(command[6:])[0])
             if path not in self.dirs:
                 self.errorlevel = 1
                 return 1
@@ -286,13 +293,15 @@ class BatchRun:
     def _if(self, command: str, labels: dict[str, int]) -> object:
         m = re.match(r'if not exist "([^"]*)" (.*)$', command)
         if m:
-            return 0 if m.group(1) in self.dirs else self._one(m.group(2), labels)
+            found = ntpath.normpath(m.group(1)) in self.dirs
+            return 0 if found else self._one(m.group(2), labels)
         m = re.match(r'if (not )?"([^"]*)"=="([^"]*)" (.*)$', command)
         if m:
             equal = m.group(2) == m.group(3)
             return self._one(m.group(4), labels) if equal != bool(m.group(1)) else 0
-        m = re.match(r"if defined (\S+) (.*)$", command)
+        m = re.match(r"if (not )?defined (\S+) (.*)$", command)
         if m:
-            return self._one(m.group(2), labels) if m.group(1) in self.env else 0
+            defined = m.group(2) in self.env
+            return self._one(m.group(3), labels) if defined != bool(m.group(1)) else 0
         msg = f"the model does not know {command!r}"
         raise CmdSyntax(msg)
