@@ -229,6 +229,9 @@ def _download(model: Model, step: Step) -> None:
     if meta.size is not None and meta.size != f.size:
         msg = f"{f.path}: hub size {meta.size} differs from the pinned size {f.size}"
         raise VerificationError(msg, hint="`invoke model.pin` to re-pin, then review the diff")
+    headers = build_hf_headers()
+    if meta.location != url:  # an LFS blob on the CDN: the hub token stays with the hub
+        headers.pop("authorization", None)
     last: Exception | None = None
     for _attempt in range(ATTEMPTS):
         have = step.partial.stat().st_size if step.partial.exists() else 0
@@ -238,10 +241,10 @@ def _download(model: Model, step: Step) -> None:
         try:
             with open(step.partial, "ab") as out:
                 http_get(
-                    url,
+                    meta.location,
                     out,
                     resume_size=have,
-                    headers=build_hf_headers(),
+                    headers=headers,
                     expected_size=f.size,
                     displayed_filename=f.path,
                 )

@@ -233,3 +233,22 @@ def test_a_second_fetch_into_a_busy_directory_is_refused_and_stale_locks_are_tak
     models.fetch(pinned(commit), dest=tmp_path)
     assert (tmp_path / "model.pt").read_bytes() == WEIGHTS
     assert not lock.exists()
+
+
+def test_lfs_files_follow_the_cdn_redirect_and_resume_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 16 * 1024)
+    with HubServer(cdn_redirect=True) as cdn_hub:
+        monkeypatch.setenv("HF_ENDPOINT", cdn_hub.endpoint)
+        monkeypatch.setenv("HF_TOKEN", "hf_secret_token")
+        commit = cdn_hub.add_repo(REPO, FILES, lfs={"model.pt"})
+        cdn_hub.drop_after("model.pt", 100_000)
+        out = models.fetch(pinned(commit), dest=tmp_path)
+        assert (out / "model.pt").read_bytes() == WEIGHTS
+        cdn = [r for r in cdn_hub.requests if r.path.startswith("/cdn/")]
+        assert [r.method for r in cdn] == ["GET", "GET"]
+        assert cdn[1].range is not None
+        assert all(not r.authorization for r in cdn)  # the token is not sent to the CDN
+        resolve = [r for r in cdn_hub.requests if "/resolve/" in r.path]
+        assert any(r.authorization for r in resolve)

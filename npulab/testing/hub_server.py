@@ -12,7 +12,8 @@ Serves, on loopback only:
   ``RepoNotFound`` (401).
 
 Scriptable per test: drop the connection after N bytes of a file (``drop_after``), serve wrong
-bytes while the metadata keeps the right hashes (``corrupt``), add ``latency``, move a branch to a
+bytes while the metadata keeps the right hashes (``corrupt``), add ``latency``, redirect LFS
+files to a ``/cdn/`` URL like the real hub (``HubServer(cdn_redirect=True)``), move a branch to a
 new commit (``add_revision``), and read the request log (``requests``).
 
 Use it as a context manager; point huggingface_hub at ``server.endpoint`` (``HF_ENDPOINT`` or the
@@ -81,6 +82,8 @@ class Request:
     method: str
     path: str
     range: str | None
+    #: Whether an Authorization header came with the request (its value is never kept).
+    authorization: bool = False
 
 
 @dataclass
@@ -92,6 +95,7 @@ class _State:
     drops: dict[str, Drop] = field(default_factory=dict)
     corrupt: dict[str, bytes] = field(default_factory=dict)
     latency: float = 0.0
+    cdn_redirect: bool = False
     requests: list[Request] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -99,8 +103,9 @@ class _State:
 class HubServer:
     """A scriptable hub on 127.0.0.1 (a free port). See the module docstring."""
 
-    def __init__(self) -> None:
-        self._state = _State()
+    def __init__(self, *, cdn_redirect: bool = False) -> None:
+        """``cdn_redirect``: answer LFS files with a 302 to ``/cdn/...`` like the real hub."""
+        self._state = _State(cdn_redirect=cdn_redirect)
         state = self._state
 
         class Handler(_Handler):
@@ -210,7 +215,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _begin(self) -> tuple[str, dict[str, list[str]]]:
         split = urlsplit(self.path)
         with self.hub.lock:
-            self.hub.requests.append(Request(self.command, split.path, self.headers.get("Range")))
+            self.hub.requests.append(
+                Request(
+                    self.command,
+                    split.path,
+                    self.headers.get("Range"),
+                    authorization="Authorization" in self.headers,
+                )
+            )
         if self.hub.latency:
             time.sleep(self.hub.latency)
         return unquote(split.path), parse_qs(split.query)
@@ -313,9 +325,33 @@ class _Handler(BaseHTTPRequestHandler):
             if file_path not in files:
                 self._error(404, "EntryNotFound", f"{file_path} does not exist at {commit}")
                 return
+            if files[file_path].lfs and self.hub.cdn_redirect:
+                self._redirect(commit, f"{parts[0]}/{parts[1]}", file_path, files[file_path])
+                return
             self._send_file(commit, file_path, files[file_path], head=head)
             return
+        # cdn/{owner}/{name}/{commit}/{path...}: where LFS redirects point
+        if len(parts) >= 5 and parts[0] == "cdn":
+            found = self._lookup(f"{parts[1]}/{parts[2]}", parts[3])
+            if found is None:
+                return
+            commit, files = found
+            file_path = "/".join(parts[4:])
+            if file_path in files:
+                self._send_file(commit, file_path, files[file_path], head=head)
+                return
         self._error(404, "EntryNotFound", f"no route for {path}")
+
+    def _redirect(self, commit: str, repo_id: str, path: str, hub_file: HubFile) -> None:
+        host, port = self.server.server_address[:2]  # type: ignore[index,str-unpack]
+        self.send_response(302)
+        self.send_header("Location", f"http://{host!s}:{port}/cdn/{repo_id}/{commit}/{path}")
+        self.send_header("ETag", f'"{hub_file.blob_id}"')
+        self.send_header("X-Repo-Commit", commit)
+        self.send_header("X-Linked-Etag", f'"{hub_file.sha256}"')
+        self.send_header("X-Linked-Size", str(len(hub_file.data)))
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def _send_file(self, commit: str, path: str, hub_file: HubFile, *, head: bool) -> None:
         with self.hub.lock:
