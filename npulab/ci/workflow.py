@@ -79,7 +79,9 @@ def _include_yaml(matrix: Matrix) -> str:
 
 def render_nightly(matrix: Matrix) -> str:
     """The nightly workflow text for ``matrix`` (deterministic: same matrix, same bytes)."""
-    template = (Path(__file__).parent.parent / "templates" / "nightly-npu.yml").read_text(encoding="utf-8")
+    template = (Path(__file__).parent.parent / "templates" / "nightly-npu.yml").read_text(
+        encoding="utf-8"
+    )
     values = {
         "CRON": matrix.cron,
         "RECIPE": matrix.recipe,
