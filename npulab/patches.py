@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -205,8 +206,15 @@ def promote(tmp: Path, dest: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def stage_patched(series: Series, source: Source, dest: Path, prefixes: tuple[str, ...]) -> None:
-    """Check out ``prefixes`` of the pinned commit into a fresh tree, apply the series, promote.
+def stage_patched(
+    series: Series,
+    source: Source,
+    dest: Path,
+    prefixes: tuple[str, ...],
+    finish: Callable[[Path], None] | None = None,
+) -> None:
+    """Check out ``prefixes`` of the pinned commit into a fresh tree, apply the series, run
+    ``finish(tree)`` on it, then promote it to ``dest``.
 
     On any failure the scratch tree is deleted and ``dest`` is left as it was.
     """
@@ -216,6 +224,8 @@ def stage_patched(series: Series, source: Source, dest: Path, prefixes: tuple[st
         entries = list_tree(source, prefixes) if prefixes else []
         checkout(source, entries, tmp)
         apply_series(series, tmp, source)
+        if finish is not None:
+            finish(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -93,23 +93,21 @@ def _patch(ctx: Context, step: Step) -> Outcome:
     log.info(
         f"    checking out {len(ctx.entries)} file(s), applying {len(ctx.series.patches)} patch(es)"
     )
-    patches.stage_patched(ctx.series, src, ctx.tree, ctx.prefixes)
     spec = ctx.recipe.upstream.lfs
-    in_scope = [p for p in spec.required if (ctx.tree / p).exists()]
-    filled = lfs.materialize_lfs(ctx.origin, ctx.tree, in_scope)
-    still = [p for p in ctx.data.get("lfs_pointers", []) if p in in_scope and p not in filled]
-    if ctx.options.target == "windows" and still:
-        raise sources.incomplete_source_error([], still, src)
-    # Staged files carry the commit's time (like SOURCE_DATE_EPOCH): reproducible, and older
-    # than the index written below, so git never has to re-hash "racily clean" files.
-    stamp = sources.commit_time(src)
-    nofollow = os.utime in os.supports_follow_symlinks
-    for path in ctx.tree.rglob("*"):
-        if path.is_symlink():
-            if nofollow:
-                os.utime(path, (stamp, stamp), follow_symlinks=False)
-        elif path.is_file():
-            os.utime(path, (stamp, stamp))
+    filled: list[str] = []
+    still: list[str] = []
+
+    def finish(tree: Path) -> None:
+        # Runs on the scratch tree: nothing is promoted unless this passes too.
+        in_scope = [p for p in spec.required if (tree / p).exists()]
+        filled.extend(lfs.materialize_lfs(ctx.origin, tree, in_scope))
+        pointers = ctx.data.get("lfs_pointers", [])
+        still.extend(p for p in pointers if p in in_scope and p not in filled)
+        if ctx.options.target == "windows" and still:
+            raise sources.incomplete_source_error([], still, src)
+        _stamp(tree, sources.commit_time(src))
+
+    patches.stage_patched(ctx.series, src, ctx.tree, ctx.prefixes, finish)
     # A stat cache of the result: the next run verifies tree/ in milliseconds.
     tmp_index = ctx.state / "tree.index.new"
     tmp_index.unlink(missing_ok=True)
@@ -126,6 +124,18 @@ def _patch(ctx: Context, step: Step) -> Outcome:
             "lfs_pointers": still,
         }
     )
+
+
+def _stamp(tree: Path, stamp: int) -> None:
+    """Give staged files the commit's time (like SOURCE_DATE_EPOCH): reproducible, and older than
+    the index written after staging, so git never re-hashes "racily clean" files."""
+    nofollow = os.utime in os.supports_follow_symlinks
+    for path in tree.rglob("*"):
+        if path.is_symlink():
+            if nofollow:
+                os.utime(path, (stamp, stamp), follow_symlinks=False)
+        elif path.is_file():
+            os.utime(path, (stamp, stamp))
 
 
 def _patch_intact(ctx: Context, step: Step) -> bool:

@@ -201,3 +201,20 @@ def test_patch_only_with_empty_series_stages_nothing(
     result = build.run(recipe, plan.Options(patch_only=True), origin)
     assert list((result.out / "tree").iterdir()) == []
     assert result.manifest["staged"]["files"] == 0
+
+
+@pytest.mark.integration
+def test_windows_target_refuses_lfs_pointers(staged: tuple[Path, Recipe, sources.Origin]) -> None:
+    _up, recipe, origin = staged
+    first = build.run(recipe, plan.Options(), origin)
+    with pytest.raises(SourceError, match="LFS pointer") as info:
+        build.run(recipe, plan.Options(target="windows"), origin)
+    assert f'git lfs pull --include "{DLL}"' in str(info.value)
+    # Refused before promotion: the staged tree of the last good build is untouched.
+    assert "line five" in (first.out / "tree" / MODELING).read_text()
+    assert sorted(p.name for p in first.out.iterdir()) == [
+        ".npulab",
+        "manifest.json",
+        "scripts",
+        "tree",
+    ]
