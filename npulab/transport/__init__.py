@@ -10,9 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from npulab.cmd import Completed
+
+if TYPE_CHECKING:
+    from npulab.credentials import Credentials
+    from npulab.inventory import Inventory
 
 Shell = Literal["cmd", "powershell"]
 
@@ -63,4 +67,37 @@ class Transport(Protocol):
         ...
 
 
-__all__ = ["Completed", "Shell", "Transport"]
+def connect(
+    host_name: str,
+    *,
+    inventory: Inventory | Path | str | None = None,
+    credentials: Credentials | None = None,
+) -> Transport:
+    """The transport for ``host_name``: ``local``/``localhost`` is this machine, any other name
+    is looked up in the lab inventory (``inventory`` object or path; default
+    ``ansible/inventories/lab/hosts.yml`` or ``NPULAB_INVENTORY``). Credentials come from the
+    environment or the secrets file (:mod:`npulab.credentials`) unless given.
+
+    Raises ConfigError for an unknown host or missing credentials, TransportError when the
+    inventory's settings are unsafe (Basic over plain HTTP). Nothing is contacted yet.
+    """
+    from npulab import credentials as creds_mod
+    from npulab import inventory as inv_mod
+    from npulab.paths import project_root
+    from npulab.transport.local import LocalTransport
+    from npulab.transport.winrm import WinRMTransport, settings_from
+
+    if host_name in ("local", "localhost"):
+        return LocalTransport()
+    inv = inventory if isinstance(inventory, inv_mod.Inventory) else inv_mod.load(inventory)
+    host = inv.get(host_name)
+    if host.vars.ansible_connection == "local":
+        return LocalTransport(host.name)
+    if credentials is None:
+        credentials = creds_mod.resolve(
+            host.name, inventory_user=host.vars.ansible_user, project=project_root()
+        )
+    return WinRMTransport(host.name, settings_from(host.vars), credentials)
+
+
+__all__ = ["Completed", "Shell", "Transport", "connect"]
