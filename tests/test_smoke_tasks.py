@@ -70,9 +70,12 @@ def test_host_run_needs_a_model_dir_and_a_transport(
     recipe = load_recipe(tiny_recipe(project_root, tmp_path))
     with pytest.raises(ConfigError, match="--model-dir is needed"):
         smoke_run.smoke(recipe, host="lab1")
+    monkeypatch.delenv("NPULAB_SMOKE_PYTHON", raising=False)
+    with pytest.raises(ConfigError, match="--python is needed"):
+        smoke_run.smoke(recipe, host="lab1", model_dir="D:\\m")
     monkeypatch.delattr(npulab.transport, "connect", raising=False)
     with pytest.raises(TransportError, match=r"npulab\.transport\.connect"):
-        smoke_run.smoke(recipe, host="lab1", model_dir="D:\\m")
+        smoke_run.smoke(recipe, host="lab1", model_dir="D:\\m", python="py.cmd")
 
 
 class DirTransport:
@@ -167,3 +170,22 @@ def test_dry_run_renders_the_config_and_runs_nothing(
     cfg = json.loads(outcome.report_path.with_name("smoke.json").read_text())
     assert cfg["model_dir"] == "/m"
     assert cfg["backend"] == "cpu"
+
+
+def test_npu_backend_on_windows_uses_the_build_python_wrapper(
+    project_root: Path, tmp_path: Path, isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from npulab.build import output_dir
+
+    monkeypatch.delenv("NPULAB_SMOKE_PYTHON", raising=False)
+    recipe = load_recipe(tiny_recipe(project_root, tmp_path))
+    wrapper = output_dir(recipe) / "scripts" / "python.cmd"
+    with pytest.raises(ConfigError, match="invoke build"):
+        smoke_run.python_for("npu", None, recipe, windows=True)
+    wrapper.parent.mkdir(parents=True)
+    wrapper.write_text("@echo off\r\n")
+    assert smoke_run.python_for("npu", None, recipe, windows=True) == str(wrapper)
+    with pytest.raises(ConfigError):
+        smoke_run.python_for("npu", None, recipe, windows=False)
+    assert smoke_run.python_for("npu", "C:\\py.exe", recipe, windows=True) == "C:\\py.exe"
+    assert smoke_run.python_for("cpu", None, recipe) == sys.executable

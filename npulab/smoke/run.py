@@ -47,18 +47,28 @@ def out_dir() -> Path:
     return paths.build_root() / "smoke" / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
 
 
-def python_for(backend: Backend, python: str | None) -> str:
-    """The interpreter that runs the runner: --python, NPULAB_SMOKE_PYTHON, or (cpu) this one."""
+def python_for(
+    backend: Backend, python: str | None, recipe: Recipe, *, windows: bool = os.name == "nt"
+) -> str:
+    """The interpreter that runs the runner: --python, NPULAB_SMOKE_PYTHON, on Windows the
+    build's ``scripts\\python.cmd`` (conda env + setup.bat + chcp 65001, from ``invoke build``),
+    or for the cpu backend this interpreter."""
     chosen = python or os.environ.get("NPULAB_SMOKE_PYTHON")
     if chosen:
         return chosen
     if backend == "cpu":
         return sys.executable
+    from npulab.build import output_dir
+
+    wrapper = output_dir(recipe) / "scripts" / "python.cmd"
+    if windows and wrapper.is_file():
+        return str(wrapper)
     msg = "the npu backend runs inside the RyzenAI-SW 1.1 conda env, and none was given"
     raise ConfigError(
         msg,
-        hint="pass --python <conda env>\\python.exe (the env prepared by `invoke build`, with "
-        "setup.bat's variables set) or set NPULAB_SMOKE_PYTHON",
+        hint=f"run `invoke build` on this Windows machine (it writes {wrapper}), or pass "
+        "--python <conda env>\\python.exe with setup.bat's variables set, or set "
+        "NPULAB_SMOKE_PYTHON",
     )
 
 
@@ -87,23 +97,29 @@ def smoke(
     config_path = smoke_config.write(settings, dest / "smoke.json")
     report_path = dest / "report.json"
     if host is None:
-        _run_local(backend, python, config_path, report_path, timeout, dry_run)
+        _run_local(python_for(backend, python, recipe), config_path, report_path, timeout, dry_run)
     else:
-        _run_remote(host, python or "python", config_path, report_path, timeout, dry_run)
+        remote_python = python or os.environ.get("NPULAB_SMOKE_PYTHON")
+        if not remote_python:
+            msg = f"--python is needed for host {host}: the 1.1 env's interpreter there"
+            raise ConfigError(
+                msg,
+                hint="pass the build's scripts\\python.cmd on that host (conda env + setup.bat)",
+            )
+        _run_remote(host, remote_python, config_path, report_path, timeout, dry_run)
     if dry_run:
         return Outcome(report_path=report_path, report={"verdict": "DRY-RUN"})
     return judge(report_path)
 
 
 def _run_local(
-    backend: Backend,
-    python: str | None,
+    python: str,
     config_path: Path,
     report_path: Path,
     timeout: float,
     dry_run: bool,
 ) -> None:
-    argv = [python_for(backend, python), str(RUNNER), "--config", str(config_path)]
+    argv = [python, str(RUNNER), "--config", str(config_path)]
     cmd.run(
         *argv,
         "--report",
@@ -173,7 +189,7 @@ def chat(
     settings = smoke_config.render(recipe, model_dir=where, backend=backend)
     config_path = smoke_config.write(settings, out_dir() / "chat.json")
     done = cmd.run(
-        python_for(backend, python),
+        python_for(backend, python, recipe),
         str(RUNNER),
         "--config",
         str(config_path),
