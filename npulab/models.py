@@ -17,7 +17,6 @@ The default directory is the hub cache's snapshot of the pinned revision
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -25,7 +24,7 @@ from typing import Literal
 from npulab import log
 from npulab.dirlock import locked
 from npulab.errors import ConfigError, SourceError, VerificationError
-from npulab.hashing import FileRecord, load_records, record_for, save_records, sha256_file
+from npulab.hashing import load_records, record_for, save_records, sha256_file
 from npulab.recipe import Model, ModelFile
 
 Action = Literal["trusted", "hash", "download", "resume", "missing"]
@@ -265,7 +264,10 @@ def _download(model: Model, step: Step) -> None:
         )
     actual = sha256_file(step.partial)
     if actual != f.sha256:
-        aside = _set_aside(step.partial, step.target.parent, f.path, actual)
+        directory = step.partial.parents[
+            len(Path(f.path).parts) + 1
+        ]  # <dir>/.npulab/partial/<path>
+        aside = _set_aside(step.partial, directory, f.path, actual)
         raise _mismatch(f.path, str(f.sha256), actual, aside)
     step.target.parent.mkdir(parents=True, exist_ok=True)
     step.partial.replace(step.target)
@@ -278,15 +280,3 @@ def _hint_for(exc: Exception) -> str:
     if name in {"RepositoryNotFoundError", "GatedRepoError"}:
         return "check the repo id and access (HF_TOKEN) and HF_ENDPOINT"
     return "check the network and HF_ENDPOINT, then re-run `invoke model.fetch` (it resumes)"
-
-
-def verify_files(directory: Path, files: Sequence[ModelFile]) -> dict[str, FileRecord]:
-    """Full sha256 of ``files`` under ``directory``; raises VerificationError on a mismatch."""
-    out = {}
-    for f in files:
-        path = directory / f.path
-        actual = sha256_file(path)
-        if actual != f.sha256:
-            raise _mismatch(f.path, str(f.sha256), actual, path)
-        out[f.path] = record_for(path, actual)
-    return out

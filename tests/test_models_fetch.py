@@ -252,3 +252,19 @@ def test_lfs_files_follow_the_cdn_redirect_and_resume_there(
         assert all(not r.authorization for r in cdn)  # the token is not sent to the CDN
         resolve = [r for r in cdn_hub.requests if "/resolve/" in r.path]
         assert any(r.authorization for r in resolve)
+
+
+def test_nested_paths_land_and_are_set_aside_inside_the_model_directory(
+    hub: HubServer, tmp_path: Path
+) -> None:
+    files = {"onnx/weights.bin": WEIGHTS, **FILES}
+    commit = hub.add_repo(REPO, files, lfs={"onnx/weights.bin"})
+    hub.corrupt("onnx/weights.bin", WEIGHTS[::-1])
+    model = pinned(commit, files)
+    with pytest.raises(VerificationError, match=r"onnx/weights\.bin"):
+        models.fetch(model, dest=tmp_path)
+    [aside] = list((tmp_path / ".npulab" / "rejected" / "onnx").iterdir())
+    assert aside.read_bytes() == WEIGHTS[::-1]
+    hub.clear_faults()
+    models.fetch(model, dest=tmp_path)
+    assert (tmp_path / "onnx" / "weights.bin").read_bytes() == WEIGHTS
