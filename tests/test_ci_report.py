@@ -237,3 +237,25 @@ def test_job_summary_for_a_passing_and_a_failed_job(
     assert "⚠️ NO-SMOKE" in failed
     assert "no manifest.json" in failed
     assert step.read_text() == text + failed
+
+
+def test_invoke_tasks_report_and_render(
+    tmp_path: Path, history: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from invoke.context import Context
+    from invoke.exceptions import Exit
+
+    from invoke_tasks import ci
+
+    ci.report(Context(), reports=str(NIGHTS / "pass"), history=str(history),
+              out=str(tmp_path / "site"), night="2026-11-27")  # fmt: skip
+    assert "All machine kinds passed" in capsys.readouterr().out
+    with pytest.raises(Exit) as failure:
+        ci.report(Context(), reports=str(NIGHTS / "regression"), history=str(history),
+                  out=str(tmp_path / "site"), night="2026-11-28")  # fmt: skip
+    assert failure.value.code == 1
+    ci.report(Context(), reports=str(NIGHTS / "regression"), history=str(history),
+              out=str(tmp_path / "site"), night="2026-11-28", no_fail=True)  # fmt: skip
+    with pytest.raises(Exit, match="--night: expected a date"):
+        ci.report(Context(), reports=str(NIGHTS / "pass"), history=str(history), night="monday")
+    ci.render(Context(), check=True)
