@@ -42,8 +42,12 @@ class Transport(Protocol):
         timeout: float | None = None,
         check: bool = True,
         dry_run: bool = False,
+        idempotent: bool = False,
     ) -> Completed:
-        """Run a program with arguments (quoted per the Win32 argv convention on Windows)."""
+        """Run a program with arguments (quoted per the Win32 argv convention on Windows).
+
+        ``idempotent``: running it twice does no harm, so a remote transport may re-send it
+        after a connection fault that left its fate unknown (never otherwise)."""
         ...
 
     def run_script(
@@ -54,8 +58,10 @@ class Transport(Protocol):
         timeout: float | None = None,
         check: bool = True,
         dry_run: bool = False,
+        idempotent: bool = False,
     ) -> Completed:
-        """Run a whole cmd or PowerShell script (uploaded as a file when long)."""
+        """Run a whole cmd or PowerShell script (sent over stdin with a hash check, no length
+        limit). ``idempotent`` as for :meth:`run`."""
         ...
 
     def put_file(self, local: Path, remote: str, *, dry_run: bool = False) -> None:

@@ -1,0 +1,127 @@
+"""lab.probe against a simulated fleet: real pywinrm, NTLM + encryption, the WS-Man double."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from npulab import inventory, probe
+from npulab.credentials import Credentials, Secret
+from npulab.inventory import Host
+from npulab.probe_script import PROBE_SCRIPT
+from npulab.testing.fakehost import FakeHost, preset
+from npulab.testing.fleet import FakeFleet, SimHost, demo_members
+from npulab.transport import Transport, connect
+from npulab.transport.winrm import WinRMTransport
+
+PASSWORD = "Pr0be-Secret-9f3a"
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def fleet_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    members = demo_members(PASSWORD)
+    members.append(SimHost(FakeHost("badpw-01", preset("phx"), password="other-pw"), "7940HS"))
+    with FakeFleet(members) as fleet:
+        # down-01: an unreachable host (a loopback port nothing listens on)
+        down = {"ansible_host": "127.0.0.1", "ansible_port": 9, "npulab_chip": "7940HS"}
+        inv_path = fleet.write_inventory(tmp_path / "inv", extra_hosts={"down-01": down})
+        monkeypatch.setenv("NPULAB_SECRETS_FILE", str(tmp_path / "absent.yaml"))
+        monkeypatch.setenv("NPULAB_WINRM_USER", "labadmin")
+        monkeypatch.setenv("NPULAB_WINRM_PASSWORD", PASSWORD)
+        yield fleet, inventory.load(inv_path)
+
+
+def _connect(inv: inventory.Inventory):  # type: ignore[no-untyped-def]
+    def make(host: Host) -> Transport:
+        return connect(host.name, inventory=inv)
+
+    return make
+
+
+def test_probe_fleet_verdicts(fleet_env, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    fleet, inv = fleet_env
+    results = {r.host: r for r in probe.probe_fleet(inv.select(None), _connect(inv), concurrency=8)}
+    assert results["phx-01"].verdict == "ok", results["phx-01"]
+    assert results["phx-01"].npu == "XDNA1 (PHX/HPT)"
+    assert results["phx-01"].npu_driver == "10.1109.8.100"
+    assert results["phx-01"].windows_build == "22631.3007"
+    assert results["hpt-01"].verdict == "ok"
+    assert results["nonpu-01"].verdict == "mismatch"
+    assert "no NPU" in results["nonpu-01"].reason
+    assert "expected a Ryzen 7940HS" in results["nonpu-01"].reason
+    assert results["strix-01"].verdict == "mismatch"
+    assert "XDNA2 (Strix)" in results["strix-01"].reason
+    assert results["fresh-01"].verdict == "unprovisioned"
+    assert results["fresh-01"].reason == "missing: vs2019_v142, runner_service"
+    # GBK console: the host writes cp936 whatever the shell code page; decoded on purpose
+    assert results["gbk-01"].verdict == "ok"
+    assert fleet.server("gbk-01").host.count("reg.exe") == 1  # OEM code page asked once
+    assert results["badpw-01"].verdict == "auth-failed"
+    assert results["down-01"].verdict == "unreachable"
+    assert "connection refused" in results["down-01"].reason
+    # every host was probed with ONE script, and the passing hosts answered over encryption
+    assert fleet.server("phx-01").requests.count("Command") == 1
+
+    report = probe.to_json(list(results.values()))
+    assert report["passed"] is False
+    table = probe.render_table(list(results.values()))
+    print(table)
+    print(json.dumps(report))
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    out, err = capfd.readouterr()
+    assert "gbk-01" in out
+    for text in (
+        out,
+        err,
+        *(p.read_text(errors="replace") for p in tmp_path.rglob("*") if p.is_file()),
+    ):
+        assert PASSWORD not in text
+
+
+def test_probe_gbk_host_keeps_chinese_text(fleet_env) -> None:  # type: ignore[no-untyped-def]
+    _, inv = fleet_env
+    transport = connect("gbk-01", inventory=inv)
+    result = transport.run_script(PROBE_SCRIPT, shell="powershell", idempotent=True)
+    facts = probe.parse_facts(result.stdout, "gbk-01")
+    assert facts.computer_name == "实验室-HPT"
+    npu = probe.find_npu(facts.pci)
+    assert npu is not None
+    assert npu[0].driver_provider == "超威半导体公司"
+
+
+def test_npu_id_matching_is_exact() -> None:
+    dev = probe.PciDevice
+    assert probe.find_npu([dev("PCI\\VEN_1022&DEV_1502&SUBSYS_0")])[1].startswith("XDNA1")  # type: ignore[index]
+    assert probe.find_npu([dev("pci\\ven_1022&dev_17f0")])[1].startswith("XDNA2")  # type: ignore[index]
+    assert probe.find_npu([dev("PCI\\VEN_1022&DEV_15020")]) is None
+    assert probe.find_npu([dev("PCI\\VEN_1002&DEV_1502")]) is None  # ATI vendor, not AMD NPU
+
+
+def test_probe_script_parses_as_powershell() -> None:
+    ts = pytest.importorskip("tree_sitter")
+    tsp = pytest.importorskip("tree_sitter_powershell")
+    from npulab.transport import psscripts
+
+    parser = ts.Parser(ts.Language(tsp.language()))
+    scripts = {
+        "probe": PROBE_SCRIPT,
+        "bootstrap": psscripts.script_bootstrap("Write-Output 1"),
+        "receiver": psscripts.upload_receiver("C:\\npulab\\it's here.txt", "0" * 64),
+        "fetch": psscripts.fetch_script("C:\\x.log"),
+        "cmd-wrapper": psscripts.cmd_wrapper("echo hi"),
+        "boot-time": psscripts.BOOT_TIME_SCRIPT,
+    }
+    for name, script in scripts.items():
+        tree = parser.parse(script.encode("utf-8"))
+        assert not tree.root_node.has_error, name
+
+
+def test_transport_never_shows_password() -> None:
+    t = WinRMTransport.__new__(WinRMTransport)
+    creds = Credentials("u", Secret(PASSWORD), "test")
+    assert PASSWORD not in repr(creds)
+    assert t is not None

@@ -1,0 +1,269 @@
+"""The WinRM transport against the WS-Man double: real pywinrm, real NTLM + encryption, faults."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import ssl
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from npulab.credentials import Credentials, Secret
+from npulab.errors import CommandError, TransportError
+from npulab.testing.fakehost import FakeHost, Response, clixml_error, preset
+from npulab.testing.wsman_server import Fault, WSManServer
+from npulab.transport.winrm import WinRMSettings, WinRMTransport
+
+pytestmark = pytest.mark.integration
+PASSWORD = "Tr4nsport-Secret-77"
+
+
+def _transport(server: WSManServer, **overrides: object) -> WinRMTransport:
+    options: dict[str, object] = {
+        "endpoint": server.endpoint,
+        "operation_timeout_sec": 1,
+        "read_timeout_sec": 3,
+        "retries": 2,
+        "backoff_sec": 0.01,
+    }
+    options.update(overrides)
+    creds = Credentials("labadmin", Secret(PASSWORD), "test")
+    return WinRMTransport("phx-01", WinRMSettings(**options), creds)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def host() -> FakeHost:
+    return FakeHost("phx-01", preset("phx"), password=PASSWORD)
+
+
+@pytest.fixture
+def server(host: FakeHost) -> Iterator[WSManServer]:
+    with WSManServer(host, operation_timeout=0.5, reboot_downtime=0.6) as srv:
+        yield srv
+
+
+def test_run_decodes_utf8_gbk_and_clixml(host: FakeHost, server: WSManServer) -> None:
+    host.on("python.exe", Response("héllo 你好\r\n", rc=0))
+    host.on("pnputil.exe", Response("驱动程序包已添加\r\n".encode("gbk"), rc=0))  # OEM output
+    host.on("script:*", Response(stderr=clixml_error("Get-Thing : boom\nline 2"), rc=1))
+    t = _transport(server)
+    assert t.run(["python.exe", "-c", "print('x')"]).stdout == "héllo 你好\r\n"
+    host.facts.oem_codepage = 936
+    assert t.run(["pnputil.exe", "/enum-drivers"]).stdout == "驱动程序包已添加\r\n"
+    result = t.run_script("Get-Thing", shell="powershell", check=False)
+    assert result.returncode == 1
+    assert result.stderr == "Get-Thing : boom\nline 2\n"
+    with pytest.raises(CommandError) as info:
+        t.run_script("Get-Thing", shell="powershell")
+    assert "boom" in str(info.value)
+    assert "Create" in server.requests
+
+
+def test_argv_reaches_program_exactly(host: FakeHost, server: WSManServer) -> None:
+    seen: list[list[str]] = []
+    host.on("tool.exe", lambda argv, _text: seen.append(argv) or Response())  # type: ignore[func-returns-value]
+    args = ["C:\\Program Files\\t\\tool.exe", 'a "quoted" arg', "VEN_1022&DEV_1502", "tail\\"]
+    _transport(server).run(args)
+    assert seen == [args]
+
+
+def test_long_script_and_file_upload(host: FakeHost, server: WSManServer, tmp_path: Path) -> None:
+    script = "# npulab-script: build-step v1\n" + "Write-Output 'x'\n" * 4000  # 64 KB
+    got: list[str] = []
+    host.on("script:build-step", lambda _a, text: got.append(text or "") or Response("done"))  # type: ignore[func-returns-value]
+    result = _transport(server).run_script(script, shell="powershell")
+    assert result.stdout == "done"
+    assert got == [script]
+    # the command line carried only the fixed-size bootstrap; the script went over stdin
+    assert server.requests.count("Send") > 1
+    payload = bytes(range(256)) * 2000  # 512 KB, binary
+    local = tmp_path / "payload.bin"
+    local.write_bytes(payload)
+    t = _transport(server)
+    t.put_file(local, "C:\\npulab\\payload.bin")
+    assert host.files["c:\\npulab\\payload.bin"] == payload
+    back = tmp_path / "back" / "payload.bin"
+    t.get_file("C:\\npulab\\payload.bin", back)
+    assert hashlib.sha256(back.read_bytes()).digest() == hashlib.sha256(payload).digest()
+
+
+def test_cmd_script_goes_through_wrapper(host: FakeHost, server: WSManServer) -> None:
+    got: list[str] = []
+    host.on("cmd:*", lambda _a, text: got.append(text or "") or Response("ok", rc=3))  # type: ignore[func-returns-value]
+    result = _transport(server).run_script("echo a & echo b\nexit /b 3", shell="cmd", check=False)
+    assert (result.returncode, result.stdout) == (3, "ok")
+    assert got == ["echo a & echo b\r\nexit /b 3"]
+
+
+def test_long_command_line_is_not_sent_through_cmd(host: FakeHost, server: WSManServer) -> None:
+    host.on("tool.exe", Response("ok"))
+    host.on("script:*", Response("via script"))
+    result = _transport(server).run(["tool.exe", "x" * 9000])
+    assert result.stdout == "via script"  # routed over stdin, not a 9 KB command line
+
+
+def test_dropped_receive_is_retried_without_rerunning(host: FakeHost, server: WSManServer) -> None:
+    host.on("install.exe", Response("installed", duration=0.1))
+    server.faults.append(Fault("Receive", "drop"))
+    t = _transport(server)
+    assert t.run(["install.exe", "/quiet"]).stdout == "installed"
+    assert host.count("install.exe") == 1
+    assert t.attempts == 1
+
+
+def test_lost_command_answer_is_not_resent(host: FakeHost, server: WSManServer) -> None:
+    host.on("install.exe", Response("installed"))
+    server.faults.append(Fault("Command", "drop_after"))  # it ran; the answer was lost
+    with pytest.raises(TransportError) as info:
+        _transport(server).run(["install.exe", "/quiet"])
+    assert "may or may not have run" in str(info.value)
+    assert "not idempotent" in str(info.value)
+    assert host.count("install.exe") == 1
+    # a lost answer to the last stdin chunk of a script: same rule
+    host.on("script:*", Response("ran"))
+    server.faults.append(Fault("Send", "drop_after"))
+    with pytest.raises(TransportError):
+        _transport(server).run_script("Remove-Item C:\\x", shell="powershell")
+    assert host.count("script:*") == 1
+
+
+def test_idempotent_command_is_rerun_after_a_lost_answer(
+    host: FakeHost, server: WSManServer
+) -> None:
+    host.on("query.exe", Response("state"))
+    server.faults.append(Fault("Command", "drop_after"))
+    t = _transport(server)
+    assert t.run(["query.exe"], idempotent=True).stdout == "state"
+    assert host.count("query.exe") == 2
+
+
+def test_connection_refused_and_busy_are_retried(host: FakeHost, server: WSManServer) -> None:
+    host.on("tool.exe", Response("ok"))
+    server.faults.extend([Fault("Create", "http503"), Fault("Create", "drop")])
+    t = _transport(server)
+    assert t.run(["tool.exe"]).stdout == "ok"
+    assert t.attempts == 2
+    server.faults.append(Fault("Create", "http503", times=10))
+    with pytest.raises(TransportError, match="after 3 attempts"):
+        t.run(["tool.exe"])
+
+
+def test_server_error_on_command_is_not_retried(host: FakeHost, server: WSManServer) -> None:
+    host.on("tool.exe", Response("ok"))
+    server.faults.append(Fault("Command", "http500"))
+    with pytest.raises(TransportError, match="HTTP 500"):
+        _transport(server).run(["tool.exe"])
+    assert host.count("tool.exe") == 0
+
+
+def test_operation_timeouts_are_polled_and_timeout_stops(
+    host: FakeHost, server: WSManServer
+) -> None:
+    host.on("slow.exe", Response("finally", duration=1.2))  # > 2 operation timeouts of 0.5 s
+    t = _transport(server)
+    assert t.run(["slow.exe"]).stdout == "finally"
+    assert server.requests.count("Receive") >= 3
+    host.on("hang.exe", Response("never", duration=30))
+    start = time.monotonic()
+    with pytest.raises(CommandError, match="timed out after 1.0s"):
+        t.run(["hang.exe"], timeout=1.0)
+    assert time.monotonic() - start < 5
+    assert "Signal" in server.requests
+
+
+def test_wrong_password_is_not_retried(host: FakeHost, server: WSManServer) -> None:
+    host.password = "something-else"
+    server.user_file.write_text(f":{host.user}:something-else\n")
+    with pytest.raises(TransportError) as info:
+        _transport(server).run(["tool.exe"])
+    assert "credentials were rejected" in str(info.value)
+    assert PASSWORD not in str(info.value)
+    assert server.auth_failures == 1
+
+
+def test_reboot_waits_for_a_new_boot_time(host: FakeHost, server: WSManServer) -> None:
+    t = _transport(server)
+    before = t.last_boot_time()
+    after = t.reboot(timeout=15, poll=0.2, delay=0)
+    assert after != before
+    assert host.count("shutdown.exe") == 1
+    assert t.run_script("# npulab-script: boot-time v1", shell="powershell").stdout.strip() == after
+
+
+def test_reboot_wait_times_out(host: FakeHost) -> None:
+    with WSManServer(host, operation_timeout=0.5, reboot_downtime=30) as srv:
+        t = _transport(srv)
+        start = time.monotonic()
+        with pytest.raises(TransportError, match="did not come back from the reboot within 1s"):
+            t.reboot(timeout=1.0, poll=0.2, delay=0)
+        assert time.monotonic() - start < 6
+
+
+def test_basic_over_http_is_refused_before_any_request(server: WSManServer) -> None:
+    with pytest.raises(TransportError, match="clear text"):
+        _transport(server, auth="basic")
+    assert server.requests == []
+    t = _transport(server, auth="basic", allow_basic_over_http=True, message_encryption="never")
+    assert t.settings.allow_basic_over_http
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> tuple[Path, Path]:
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "npulab-test")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path = tmp_path / "cert.pem"
+    key_path = tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_https_basic_validates_the_certificate(
+    host: FakeHost, tls_files: tuple[Path, Path]
+) -> None:
+    cert, key = tls_files
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    host.on("tool.exe", Response("over tls"))
+    with WSManServer(host, auth="basic", tls=ctx) as srv:
+        assert srv.endpoint.startswith("https://")
+        good = _transport(srv, auth="ssl", ca_trust_path=str(cert))
+        assert good.run(["tool.exe"]).stdout == "over tls"
+        untrusted = _transport(srv, auth="ssl", ca_trust_path=None)
+        with pytest.raises(TransportError) as info:
+            untrusted.run(["tool.exe"])
+        assert "TLS" in str(info.value)
+        assert "ca_trust_path" in str(info.value)
+        assert host.count("tool.exe") == 1
