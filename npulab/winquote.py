@@ -14,6 +14,9 @@ Three parsers stand between our text and the program on a Windows machine:
   the result is the same whatever stood before it on the line, and after phase 2 the program
   receives the Win32-quoted text. ``passes=2`` escapes for a line whose tail cmd parses twice (a
   ``.cmd`` wrapper that forwards ``%*``).
+  A WinRM ``cmd`` shell runs its command line through cmd.exe too: quote it with
+  :func:`quote_cmd_line` (``batch=False``), or :func:`quote_wrapper_call` for a ``.cmd`` wrapper;
+  :func:`quote_argv` alone lets ``&`` or ``(`` through to cmd.
 * **PowerShell**: :func:`quote_pwsh` makes a single-quoted literal (no expansion at all).
 
 Line breaks and NUL cannot be carried through cmd.exe: those raise ValueError, as does anything
@@ -92,6 +95,18 @@ def quote_cmd_arg(arg: str, *, batch: bool = True, passes: int = 1) -> str:
 def quote_cmd_line(argv: Iterable[str], *, batch: bool = True, passes: int = 1) -> str:
     """:func:`quote_cmd_arg` for every element, joined by spaces."""
     return " ".join(quote_cmd_arg(a, batch=batch, passes=passes) for a in argv)
+
+
+def quote_wrapper_call(wrapper: str, args: Iterable[str]) -> str:
+    """A cmd.exe command line (``cmd /d /v:off /c <line>``, or a WinRM cmd shell command) that
+    starts the ``.cmd`` ``wrapper`` so that the program it runs with ``%*`` receives ``args``.
+
+    The wrapper path is parsed by cmd once; the arguments twice (the line, then the wrapper's
+    ``%*`` line), hence ``passes=2`` for them only.
+    """
+    head = quote_cmd_arg(wrapper, batch=False)
+    tail = quote_cmd_line(args, batch=False, passes=2)
+    return f"{head} {tail}" if tail else head
 
 
 def cmd_set(name: str, value: str) -> str:

@@ -18,7 +18,7 @@ from npulab.wrappers import (
     write_all,
 )
 from tests.test_winquote import HOSTILE
-from tests.winemu import BatchRun, phase1, phase2
+from tests.winemu import BatchRun, phase1, phase2, split_argv
 
 ENV_NAME = "ryzenai-transformers"
 TREES = [
@@ -240,3 +240,35 @@ def test_staging_registers_the_wrapper_renderer() -> None:
     from npulab import stagesteps
 
     assert render_staged in stagesteps.RENDERERS
+
+
+@pytest.mark.parametrize(
+    "wrapper", ["C:\\b\\scripts\\python.cmd", "D:\\实验 (x86)\\R&D\\python.cmd"]
+)
+def test_quote_wrapper_call_reaches_the_program(wrapper: str) -> None:
+    """The whole cmd /c line: wrapper path parsed once, arguments twice (line, then %*)."""
+    from npulab.winquote import quote_wrapper_call
+
+    tree, conda = TREES[0], CONDAS[0]
+    args = ["-c", "pass", *HOSTILE]
+    line = phase2(phase1(quote_wrapper_call(wrapper, args), env={"PATH": "x"}, batch=False))
+    assert split_argv(line)[0] == wrapper
+    token_end = line.index('"', 1) + 1 if line.startswith('"') else line.index(" ")
+    tail = line[token_end:].lstrip(" ")
+    seen: list[list[str]] = []
+    run = BatchRun(
+        env={"PATH": "C:\\Windows"},
+        dirs={f"{conda}\\condabin", tree, f"{tree}\\setup.bat"},
+        scripts={"conda.bat": _set_prefix(conda), "setup.bat": lambda run, argv: 0},
+        program=lambda run, argv: seen.append(argv) or 0,
+    )
+    assert run.run(render(default_entry_points()[0], _env(tree, conda)), tail) == 0
+    assert seen == [[f"{conda}\\envs\\{ENV_NAME}\\python.exe", *args]]
+
+
+def _set_prefix(conda: str) -> object:
+    def conda_bat(run: BatchRun, argv: list[str]) -> int:
+        run.env["CONDA_PREFIX"] = f"{conda}\\envs\\{argv[1]}"
+        return 0
+
+    return conda_bat
