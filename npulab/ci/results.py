@@ -167,9 +167,13 @@ def parse_manifest(data: dict[str, Any]) -> BuildFacts:
 
 
 def find_smoke_report(directory: Path) -> Path | None:
-    """The newest ``*smoke*.json`` under ``directory`` (by name order for determinism)."""
-    found = sorted(p for p in directory.rglob("*smoke*.json") if p.is_file())
-    return found[-1] if found else None
+    """The newest smoke report under ``directory``: ``smoke/<stamp>/report.json`` (what
+    ``invoke smoke`` writes; stamps sort by time) or any ``*smoke*.json``."""
+    stamped = sorted(p for p in directory.rglob("report.json") if p.parent.parent.name == "smoke")
+    if stamped:
+        return stamped[-1]
+    named = sorted(p for p in directory.rglob("*smoke*.json") if p.is_file())
+    return named[-1] if named else None
 
 
 def find_manifest(directory: Path) -> Path | None:
