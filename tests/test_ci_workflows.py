@@ -229,3 +229,18 @@ def test_zizmor_fails_an_unpinned_action_with_credentials(tmp_path: Path) -> Non
     output = failure.value.stdout + failure.value.stderr
     assert "template-injection" in output
     assert "unpinned-uses" in output
+
+
+def test_inventory_hosts_carry_the_runner_labels_of_their_machine_kind() -> None:
+    """Runners registered from the inventory's labels must pick up the nightly job of their chip."""
+    from npulab import inventory
+
+    matrix = load_matrix()
+    lab = inventory.load(ROOT / "ansible" / "inventories" / "lab" / "hosts.yml")
+    assert lab.hosts
+    for host in lab.hosts.values():
+        machine = matrix.for_chip(host.vars.npulab_chip)
+        assert machine is not None, host.name
+        labels = host.vars.npulab_runner_labels
+        if labels:
+            assert machine.served_by(set(labels)), (host.name, labels, machine.runner_labels)
