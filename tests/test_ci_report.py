@@ -202,15 +202,21 @@ def test_html_page_is_self_contained_with_a_chart(tmp_path: Path, history: Path)
     for svg in svgs:
         root = ET.fromstring(svg)  # well-formed XML
         ns = {"s": "http://www.w3.org/2000/svg"}
-        assert len(root.findall("s:polyline", ns)) == 2  # one line per machine
+        lines = root.findall("s:polyline", ns)
+        # phx: one unbroken line; hpt: broken by its failed nights (11-23; 11-29 ends it).
+        assert [line.get("stroke") for line in lines] == ["#1f77b4", "#d62728", "#d62728"]
     speed = ET.fromstring(svgs[0])
-    points = speed.findall("{http://www.w3.org/2000/svg}circle")
+    points = [c for c in speed.findall("{http://www.w3.org/2000/svg}circle") if c.get("r") == "3.5"]
     # 10 nights x 2 machines, minus the nights without a speed (hpt 11-23 FAIL, 11-29 no smoke).
     assert len(points) == 18
     titles = [t.text for t in speed.iter("{http://www.w3.org/2000/svg}title")]
     assert "hpt-8845hs 2026-11-29: NO-SMOKE" in titles
     assert "phx-7940hs 2026-11-28: 3.04" in "".join(titles).replace("3.0401", "3.04")
     assert "tokens/s" in text
+    # The regression of 11-28 stays marked on later pages (kept in the history).
+    rings = [c for c in speed.iter("{http://www.w3.org/2000/svg}circle") if c.get("r") == "8"]
+    assert len(rings) == 1
+    assert "regression: phx-7940hs 2026-11-28" in (rings[0].findtext("{*}title") or "")
     assert "load time" in text.lower()
 
 
@@ -259,3 +265,32 @@ def test_invoke_tasks_report_and_render(
     with pytest.raises(Exit, match="--night: expected a date"):
         ci.report(Context(), reports=str(NIGHTS / "pass"), history=str(history), night="monday")
     ci.render(Context(), check=True)
+
+
+def test_newest_stamped_smoke_report_wins(tmp_path: Path) -> None:
+    from npulab.ci.results import find_smoke_report
+
+    for stamp in ("20261127T010000Z", "20261127T030000Z"):
+        (tmp_path / "smoke" / stamp).mkdir(parents=True)
+        (tmp_path / "smoke" / stamp / "report.json").write_text("{}")
+    (tmp_path / "old-smoke.json").write_text("{}")
+    assert find_smoke_report(tmp_path) == tmp_path / "smoke" / "20261127T030000Z" / "report.json"
+
+
+@pytest.mark.integration
+def test_screenshot_script_renders_the_page_in_chromium(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium not installed (apt-get install -y chromium)")
+    out = tmp_path / "report.png"
+    script = Path(__file__).resolve().parent.parent / "scripts" / "screenshot_report.py"
+    subprocess.run(
+        [sys.executable, str(script), "--out", str(out), "--chromium", chromium],
+        check=True, capture_output=True, timeout=180,
+    )  # fmt: skip
+    data = out.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    assert len(data) > 20_000  # a blank page is a few kB; tables and two charts are far more

@@ -18,6 +18,7 @@ from npulab.ci.report import (
     read_history,
     regressions,
     update_history,
+    with_flags,
 )
 from npulab.ci.results import (
     find_manifest,
@@ -76,6 +77,7 @@ def run_report(
     entries = collect(reports, matrix, night, run_id)
     before = read_history(history)
     flags = regressions(entries, before, matrix)
+    entries = with_flags(entries, flags)
     merged = update_history(history, entries, keep_nights=None)
     shown = [
         e for e in merged if e.night in sorted({e.night for e in merged})[-matrix.history_nights :]

@@ -4,6 +4,7 @@ external fonts or CDNs: the file opens from an artifact zip as is."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from html import escape
 
@@ -19,7 +20,7 @@ color:#1b1f24;background:#fff}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px}
 .sub{color:#57606a;margin:0 0 16px}
 table{border-collapse:collapse;width:100%}th,td{padding:5px 8px;border-bottom:1px solid #d0d7de;
-text-align:left}td.n{text-align:right;font-variant-numeric:tabular-nums}
+text-align:left;white-space:nowrap}td.why{white-space:normal}td.n{text-align:right;font-variant-numeric:tabular-nums}
 .PASS{color:#1a7f37;font-weight:600}.bad{color:#cf222e;font-weight:600}
 .flag{background:#fff8c5;border:1px solid #d4a72c;padding:6px 10px;margin:4px 0;border-radius:4px}
 svg{display:block;margin:4px 0 12px}code{font:12px ui-monospace,monospace}
@@ -33,6 +34,14 @@ def _scale(lo: float, hi: float, out_lo: float, out_hi: float) -> Callable[[floa
         return out_lo + (v - lo) / span * (out_hi - out_lo)
 
     return f
+
+
+def nice_step(raw: float) -> float:
+    """The smallest 1, 2, 2.5 or 5 times a power of ten that is >= ``raw``."""
+    if raw <= 0:
+        return 1.0
+    power = 10 ** math.floor(math.log10(raw))
+    return float(next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw * (1 - 1e-9)))
 
 
 def chart(title: str, metric: str, unit: str, history: list[Entry], machines: list[str]) -> str:
@@ -51,12 +60,13 @@ def chart(title: str, metric: str, unit: str, history: list[Entry], machines: li
             f'<text x="{LEFT + 12}" y="{TOP + 24}" fill="#57606a">no data yet</text></svg>'
         )
         return "".join(parts)
-    top = max(values) * 1.15
+    tick = nice_step(max(values) * 1.1 / 4)
+    top = tick * math.ceil(max(values) * 1.05 / tick)
     y = _scale(0.0, top, TOP + plot_h, TOP)
     step = plot_w / max(len(nights) - 1, 1)
     x_of = {n: LEFT + (i * step if len(nights) > 1 else plot_w / 2) for i, n in enumerate(nights)}
-    for i in range(5):
-        v = top * i / 4
+    for i in range(round(top / tick) + 1):
+        v = tick * i
         parts.append(
             f'<line x1="{LEFT}" x2="{LEFT + plot_w}" y1="{y(v):.1f}" y2="{y(v):.1f}" '
             'stroke="#d0d7de" stroke-dasharray="3 3"/>'
@@ -78,12 +88,20 @@ def chart(title: str, metric: str, unit: str, history: list[Entry], machines: li
     for index, machine in enumerate(machines):
         color = COLORS[index % len(COLORS)]
         rows = sorted((e for e in history if e.machine == machine), key=lambda e: e.night)
-        points = [(x_of[e.night], y(v)) for e in rows if (v := getattr(e, metric)) is not None]
-        if len(points) > 1:
-            path = " ".join(f"{px:.1f},{py:.1f}" for px, py in points)
-            parts.append(
-                f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"/>'
-            )
+        # One line per run of nights with a value: a failed night leaves a gap.
+        segments: list[list[tuple[float, float]]] = [[]]
+        for e in rows:
+            v = getattr(e, metric)
+            if v is None:
+                segments.append([])
+            else:
+                segments[-1].append((x_of[e.night], y(v)))
+        for points in segments:
+            if len(points) > 1:
+                path = " ".join(f"{px:.1f},{py:.1f}" for px, py in points)
+                parts.append(
+                    f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"/>'
+                )
         for e in rows:
             v = getattr(e, metric)
             tip = escape(f"{machine} {e.night}: {v if v is not None else e.verdict}")
@@ -94,6 +112,11 @@ def chart(title: str, metric: str, unit: str, history: list[Entry], machines: li
                     f'<line x1="{cx - 4:.1f}" y1="{cy - 4:.1f}" x2="{cx + 4:.1f}" '
                     f'y2="{cy + 4:.1f}"/><line x1="{cx - 4:.1f}" y1="{cy + 4:.1f}" '
                     f'x2="{cx + 4:.1f}" y2="{cy - 4:.1f}"/></g>'
+                )
+            if v is not None and metric in e.flags:
+                parts.append(
+                    f'<circle cx="{x_of[e.night]:.1f}" cy="{y(v):.1f}" r="8" fill="none" '
+                    f'stroke="#bf8700" stroke-width="2"><title>regression: {tip}</title></circle>'
                 )
             if v is not None:
                 parts.append(
@@ -109,7 +132,10 @@ def chart(title: str, metric: str, unit: str, history: list[Entry], machines: li
     ly = TOP + 14 + 18 * len(machines)
     parts.append(
         f'<text x="{LEFT + plot_w + 12}" y="{ly + 1}" font-size="12" fill="#cf222e">'
-        "× failed night</text></svg>"
+        "× failed night</text>"
+        f'<circle cx="{LEFT + plot_w + 17}" cy="{ly + 14}" r="6" fill="none" stroke="#bf8700" '
+        f'stroke-width="2"/><text x="{LEFT + plot_w + 30}" y="{ly + 18}" font-size="12" '
+        'fill="#bf8700">regression</text></svg>'
     )
     return "".join(parts)
 
@@ -131,7 +157,8 @@ def render(
             f'<td class="n">{_num(e.tokens_per_s)}</td><td class="n">{_num(e.load_time_s, 1)}</td>'
             f'<td class="n">{_num(e.time_to_first_token_s)}</td>'
             f"<td><code>{escape((e.upstream_commit or '–')[:12])}</code></td>"
-            f"<td><code>{escape((e.series_sha256 or '–')[:12])}</code></td><td>{why}</td></tr>"
+            f"<td><code>{escape((e.series_sha256 or '–')[:12])}</code></td>"
+            f'<td class="why">{why}</td></tr>'
         )
     flag_html = "".join(f'<div class="flag">{escape(str(f))}</div>' for f in flags) or (
         "<p>No regression beyond the thresholds.</p>"

@@ -53,6 +53,8 @@ class Entry:
     model_revision: str | None = None
     reasons: tuple[str, ...] = ()
     answers: tuple[tuple[str, str], ...] = ()
+    #: Metrics flagged as a regression that night (``tokens_per_s``, ``load_time_s``).
+    flags: tuple[str, ...] = ()
 
     @property
     def key(self) -> tuple[str, str]:
@@ -62,6 +64,7 @@ class Entry:
         data = dataclasses.asdict(self)
         data["reasons"] = list(self.reasons)
         data["answers"] = [list(a) for a in self.answers]
+        data["flags"] = list(self.flags)
         return data
 
     @classmethod
@@ -70,12 +73,14 @@ class Entry:
         kwargs = {k: v for k, v in data.items() if k in names}
         kwargs["reasons"] = tuple(kwargs.get("reasons") or ())
         kwargs["answers"] = tuple(tuple(a) for a in kwargs.get("answers") or ())
+        kwargs["flags"] = tuple(kwargs.get("flags") or ())
         return cls(**kwargs)
 
 
 @dataclass(frozen=True, kw_only=True)
 class Flag:
     machine: str
+    #: ``tokens/s`` or ``load time s`` (the report's wording)
     metric: str
     value: float
     baseline: float
@@ -220,6 +225,19 @@ def regressions(tonight: list[Entry], history: list[Entry], matrix: Matrix) -> l
                     )
                 )
     return flags
+
+
+METRIC_FIELDS = {"tokens/s": "tokens_per_s", "load time s": "load_time_s"}
+
+
+def with_flags(entries: list[Entry], flags: list[Flag]) -> list[Entry]:
+    """``entries`` with each one's flagged metrics recorded (kept in the history for the chart)."""
+    return [
+        dataclasses.replace(
+            e, flags=tuple(METRIC_FIELDS[f.metric] for f in flags if f.machine == e.machine)
+        )
+        for e in entries
+    ]
 
 
 def failures(tonight: list[Entry]) -> list[Entry]:
