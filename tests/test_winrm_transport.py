@@ -15,7 +15,8 @@ from npulab.credentials import Credentials, Secret
 from npulab.errors import CommandError, TransportError
 from npulab.testing.fakehost import FakeHost, Response, clixml_error, preset
 from npulab.testing.wsman_server import Fault, WSManServer
-from npulab.transport.winrm import WinRMSettings, WinRMTransport
+from npulab.transport.settings import WinRMSettings
+from npulab.transport.winrm import WinRMTransport
 
 pytestmark = pytest.mark.integration
 PASSWORD = "Tr4nsport-Secret-77"

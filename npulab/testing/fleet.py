@@ -16,6 +16,7 @@ import json
 import secrets
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -48,9 +49,13 @@ class FakeFleet:
     def __exit__(
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
-        for member in self.members:
-            if member.server is not None:
-                member.server.stop()
+        # stop in parallel: each server's serve loop takes up to its poll interval to notice
+        servers = [m.server for m in self.members if m.server is not None]
+        threads = [threading.Thread(target=s.stop) for s in servers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
 
     def server(self, name: str) -> WSManServer:
         for member in self.members:

@@ -91,7 +91,8 @@ def connect(
     from npulab import inventory as inv_mod
     from npulab.paths import project_root
     from npulab.transport.local import LocalTransport
-    from npulab.transport.winrm import WinRMTransport, settings_from
+    from npulab.transport.settings import settings_from
+    from npulab.transport.winrm import WinRMTransport
 
     if host_name in ("local", "localhost"):
         return LocalTransport()

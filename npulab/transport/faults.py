@@ -89,3 +89,11 @@ def _short(exc: BaseException) -> str:
     if "Errno 111" in text or "Connection refused" in text:
         return "connection refused"
     return text if len(text) < 200 else text[:197] + "..."
+
+
+class MaybeStarted(Exception):
+    """A request that may have started a command got no answer (see the retry policy)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

@@ -17,8 +17,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from winrm.exceptions import WinRMOperationTimeoutError
 from winrm.protocol import Protocol
@@ -29,49 +28,12 @@ from npulab.credentials import Credentials, redact
 from npulab.errors import CommandError, TransportError
 from npulab.transport import Shell, psscripts
 from npulab.transport.decode import clixml_to_text, decode_output, is_utf8
-from npulab.transport.faults import Fault, classify
+from npulab.transport.faults import Fault, MaybeStarted, classify
 from npulab.transport.files import RemoteFiles
+from npulab.transport.settings import WinRMSettings
 from npulab.winquote import quote_argv
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class WinRMSettings:
-    endpoint: str
-    auth: str = "ntlm"
-    message_encryption: str = "auto"
-    server_cert_validation: str = "validate"
-    ca_trust_path: str | None = None
-    operation_timeout_sec: int = 20
-    read_timeout_sec: int = 30
-    retries: int = 4
-    backoff_sec: float = 0.5
-    max_backoff_sec: float = 8.0
-    oem_codepage: int | None = None
-    allow_basic_over_http: bool = False
-
-    def check(self, host: str) -> None:
-        plain_http = self.endpoint.lower().startswith("http://")
-        if self.auth in ("basic", "plaintext") and plain_http and not self.allow_basic_over_http:
-            msg = (
-                f"host {host!r}: Basic authentication over plain HTTP would send the password "
-                f"in clear text ({self.endpoint})"
-            )
-            raise TransportError(
-                msg,
-                hint="use ansible_winrm_transport: ntlm (message encryption) or an HTTPS "
-                "listener; set npulab_allow_basic_over_http: true only for a throwaway lab",
-            )
-        if self.read_timeout_sec <= self.operation_timeout_sec:
-            msg = f"host {host!r}: read timeout must exceed the operation timeout"
-            raise TransportError(msg, hint="raise ansible_winrm_read_timeout_sec")
-
-
-class _MaybeStarted(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 class WinRMTransport(RemoteFiles):
@@ -157,7 +119,7 @@ class WinRMTransport(RemoteFiles):
                 fault, reason = kind
                 self.close()  # a fresh session: NTLM contexts belong to one TCP connection
                 if fault is Fault.MAYBE_SENT and not safe:
-                    raise _MaybeStarted(reason) from exc
+                    raise MaybeStarted(reason) from exc
                 retryable = fault in (Fault.NOT_SENT, Fault.BUSY, Fault.MAYBE_SENT)
                 if not retryable or attempt == retries:
                     err = self._error(reason, fault, op)
@@ -257,7 +219,7 @@ class WinRMTransport(RemoteFiles):
                 safe=True,
                 retries=1,
             )
-        except (TransportError, _MaybeStarted) as exc:
+        except (TransportError, MaybeStarted) as exc:
             log.warning(f"[{self._name}] could not delete shell {shell_id}: {exc}")
 
     # -- decoding -------------------------------------------------------------------------
@@ -294,7 +256,7 @@ class WinRMTransport(RemoteFiles):
         for tries in range(self.settings.retries + 1):
             try:
                 return attempt()
-            except _MaybeStarted as exc:
+            except MaybeStarted as exc:
                 if not idempotent or tries == self.settings.retries:
                     what = "not re-sent: it is not idempotent" if not idempotent else "gave up"
                     msg = (
@@ -376,77 +338,21 @@ class WinRMTransport(RemoteFiles):
     def _fetch_text(self, script: str) -> str:
         return self.run_script(script, shell="powershell", idempotent=True).stdout
 
-    # -- reboot ---------------------------------------------------------------------------
+    # -- reboot (npulab.transport.reboot) ------------------------------------------------
     def last_boot_time(self, *, retries: int | None = None) -> str:
-        argv = tuple(
-            psscripts.encoded_command(psscripts.script_bootstrap(psscripts.BOOT_TIME_SCRIPT))
-        )
-        lines = psscripts.b64_lines(psscripts.BOOT_TIME_SCRIPT.encode())
-        rc, out, err = self._execute(quote_argv(argv), stdin=lines, retries=retries)
-        text = self._decode(out).strip()
-        if rc != 0 or not text:
-            why = clixml_to_text(self._decode(err)).strip()
-            msg = f"{self._name}: could not read the last boot time: {why}"
-            raise TransportError(msg)
-        return text
+        """``Win32_OperatingSystem.LastBootUpTime`` (UTC, ISO 8601)."""
+        from npulab.transport.reboot import last_boot_time
+
+        return last_boot_time(self, retries=retries)
 
     def reboot(self, *, timeout: float = 600.0, poll: float = 5.0, delay: int = 2) -> str:
         """Reboot and wait (bounded) until the boot time changes and WinRM answers again."""
-        before = self.last_boot_time()
-        log.info(f"[{self._name}] rebooting (last boot {before}); waiting up to {timeout:.0f}s")
-        try:
-            result = self.run(
-                ["shutdown.exe", "/r", "/t", str(delay), "/c", "npulab reboot"],
-                check=False,
-                idempotent=True,  # a second shutdown request is refused with 1190, not run twice
-            )
-        except TransportError as exc:  # the host went down before we read the answer
-            log.info(f"[{self._name}] connection lost while shutting down: {exc.message}")
-            result = None
-        if result is not None and result.returncode not in (0, 1190):
-            msg = f"{self._name}: shutdown.exe /r failed with exit code {result.returncode}"
-            raise CommandError(
-                msg, command=result.argv, returncode=result.returncode, stderr=result.stderr
-            )
-        deadline = time.monotonic() + timeout
-        last_reason = "no answer yet"
-        while time.monotonic() < deadline:
-            self._sleep(poll)
-            try:
-                now = self.last_boot_time(retries=0)
-            except (TransportError, _MaybeStarted, CommandError) as exc:
-                last_reason = str(exc).splitlines()[0]
-                continue
-            if now != before:
-                log.info(f"[{self._name}] back up (boot {now})")
-                return now
-        msg = (
-            f"{self._name}: did not come back from the reboot within {timeout:.0f}s "
-            f"(last: {last_reason})"
-        )
-        raise TransportError(
-            msg, hint=f"look at the machine's console; then invoke lab.probe --hosts {self._name}"
-        )
+        from npulab.transport.reboot import reboot
+
+        return reboot(self, timeout=timeout, poll=poll, delay=delay)
 
 
 def _pwsh_args(args: Sequence[str]) -> list[str]:
     from npulab.winquote import quote_pwsh
 
     return [quote_pwsh(a) for a in args]
-
-
-def settings_from(vars_: Any, extra: Mapping[str, Any] | None = None) -> WinRMSettings:
-    """WinRMSettings from an inventory :class:`~npulab.inventory.HostVars`."""
-    return WinRMSettings(
-        endpoint=vars_.endpoint,
-        auth=vars_.ansible_winrm_transport,
-        message_encryption=vars_.ansible_winrm_message_encryption,
-        server_cert_validation=vars_.ansible_winrm_server_cert_validation,
-        ca_trust_path=vars_.ansible_winrm_ca_trust_path,
-        operation_timeout_sec=vars_.ansible_winrm_operation_timeout_sec,
-        read_timeout_sec=vars_.ansible_winrm_read_timeout_sec,
-        retries=vars_.npulab_winrm_retries,
-        backoff_sec=vars_.npulab_winrm_backoff_sec,
-        oem_codepage=vars_.npulab_oem_codepage,
-        allow_basic_over_http=vars_.npulab_allow_basic_over_http,
-    )
