@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from npulab import paths
 from npulab.recipe import Recipe
 from npulab.winquote import cmd_set, quote_cmd_arg
 
@@ -219,12 +220,16 @@ def staged_env(recipe: Recipe) -> RuntimeEnv:
 
 def render_staged(recipe: Recipe, tree: Path, scripts: Path) -> list[Path]:
     """The staging renderer (``npulab.stagesteps.RENDERERS``): python.cmd, pip.cmd and smoke.cmd
-    (with the smoke runner copied next to it) into ``scripts``."""
+    into ``scripts``, with the smoke runner next to smoke.cmd and the hash-locked requirements
+    (``pip.cmd install --require-hashes --no-deps -r %~dp0<lock name>``)."""
     entries = default_entry_points(Raw("%~dp0runner.py"))
     written = write_all(render_all(entries, staged_env(recipe)), scripts)
-    runner = scripts / "runner.py"
-    runner.write_bytes(SMOKE_RUNNER.read_bytes())
-    return [*written, runner]
+    copies = [(SMOKE_RUNNER, scripts / "runner.py")]
+    lock = paths.project_root() / recipe.env.lock
+    copies.append((lock, scripts / lock.name))
+    for src, dest in copies:
+        dest.write_bytes(src.read_bytes())
+    return [*written, *(dest for _, dest in copies)]
 
 
 def render_all(entries: Sequence[EntryPoint], env: RuntimeEnv) -> dict[str, str]:

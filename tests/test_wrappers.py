@@ -21,6 +21,7 @@ from tests.test_winquote import HOSTILE
 from tests.winemu import BatchRun, phase1, phase2, split_argv
 
 ENV_NAME = "ryzenai-transformers"
+ROOT = Path(__file__).resolve().parent.parent
 TREES = [
     "C:\\npulab\\build\\RyzenAI-SW\\example\\transformers",
     "C:\\Program Files (x86)\\npu lab\\example\\transformers",
@@ -205,8 +206,11 @@ def test_staged_wrappers_find_tree_and_conda_at_run_time(
 
     recipe = load_recipe(find_recipe(DEFAULT_RECIPE))
     written = render_staged(recipe, tmp_path / "tree", tmp_path)
-    assert sorted(p.name for p in written) == ["pip.cmd", "python.cmd", "runner.py", "smoke.cmd"]
+    lock = Path(recipe.env.lock)
+    names = sorted(p.name for p in written)
+    assert names == sorted(["pip.cmd", "python.cmd", "runner.py", "smoke.cmd", lock.name])
     assert (tmp_path / "runner.py").read_bytes() == SMOKE_RUNNER.read_bytes()
+    assert (tmp_path / lock.name).read_bytes() == (ROOT / lock).read_bytes()
     tree = f"{STAGED_TREE}\\example\\transformers"
     seen: list[list[str]] = []
 
