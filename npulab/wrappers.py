@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from npulab import paths
+from npulab import log, paths
 from npulab.recipe import Recipe
 from npulab.winquote import cmd_set, quote_cmd_arg
 
@@ -226,7 +226,10 @@ def render_staged(recipe: Recipe, tree: Path, scripts: Path) -> list[Path]:
     written = write_all(render_all(entries, staged_env(recipe)), scripts)
     copies = [(SMOKE_RUNNER, scripts / "runner.py")]
     lock = paths.project_root() / recipe.env.lock
-    copies.append((lock, scripts / lock.name))
+    if lock.is_file():
+        copies.append((lock, scripts / lock.name))
+    else:
+        log.warning(f"{lock} is missing: the scripts carry no pip lock (fix: invoke lock)")
     for src, dest in copies:
         dest.write_bytes(src.read_bytes())
     return [*written, *(dest for _, dest in copies)]
