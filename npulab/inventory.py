@@ -56,6 +56,9 @@ class HostVars:
     #: The host's OEM code page (936 on Chinese Windows); asked from the host when unset.
     npulab_oem_codepage: int | None = None
     npulab_winrm_retries: int = 4
+    npulab_winrm_connect_timeout_sec: float = field(
+        default=10.0, metadata={"check": check_positive}
+    )
     npulab_winrm_backoff_sec: float = 0.5
 
     def __post_init__(self) -> None:

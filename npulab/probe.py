@@ -212,7 +212,7 @@ def render_table(results: Sequence[ProbeResult]) -> str:
                 r.host,
                 r.expected_chip,
                 r.verdict,
-                (r.cpu or "-").replace("AMD Ryzen ", "")[:28],
+                (r.cpu or "-").replace("AMD ", "").split(" w/")[0][:30],
                 r.npu or "-",
                 r.npu_driver or "-",
                 r.windows_build or "-",

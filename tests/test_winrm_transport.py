@@ -268,3 +268,13 @@ def test_https_basic_validates_the_certificate(
         assert "TLS" in str(info.value)
         assert "ca_trust_path" in str(info.value)
         assert host.count("tool.exe") == 1
+
+
+def test_scripted_401_is_an_auth_failure_not_retried(host: FakeHost, server: WSManServer) -> None:
+    server.faults.append(Fault("Create", "http401"))
+    t = _transport(server)
+    with pytest.raises(TransportError, match="credentials were rejected") as info:
+        t.run(["tool.exe"])
+    assert "NPULAB_WINRM_PASSWORD" in str(info.value)  # the hint names where credentials live
+    assert server.requests.count("Create") == 1
+    assert t._proto().transport.read_timeout_sec == (3, 3)  # (connect, read) for requests

@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from npulab.testing.fakehost import FakeHost, preset
+from npulab.testing.fakehost import FakeHost, Response, preset
 from npulab.testing.wsman_server import WSManServer
 
 
@@ -124,10 +124,23 @@ def demo_members(password: str, *, latency: float = 0.0) -> list[SimHost]:
         ("strix-01", preset("strix"), "8845HS", True),
         ("fresh-01", unprovisioned, "7940HS", True),
     ]
-    return [
+    members = [
         SimHost(FakeHost(n, f, password=password, honors_codepage=h, latency=latency), chip)
         for n, f, chip, h in specs
     ]
+    for member in members:  # so `invoke lab.run` has something to say
+        echo = _Echo(member.host.name)
+        member.host.on("cmd:*", echo)
+        member.host.on("script:*", echo)
+    return members
+
+
+@dataclass(frozen=True)
+class _Echo:
+    host: str
+
+    def __call__(self, argv: list[str], text: str | None) -> Response:
+        return Response(f"[simulated {self.host}] would run:\r\n{text or ''}\r\n")
 
 
 def uniform_members(count: int, password: str, *, latency: float) -> list[SimHost]:

@@ -20,6 +20,7 @@ class WinRMSettings:
     ca_trust_path: str | None = None
     operation_timeout_sec: int = 20
     read_timeout_sec: int = 30
+    connect_timeout_sec: float = 10.0
     retries: int = 4
     backoff_sec: float = 0.5
     max_backoff_sec: float = 8.0
@@ -53,6 +54,7 @@ def settings_from(vars_: HostVars) -> WinRMSettings:
         ca_trust_path=vars_.ansible_winrm_ca_trust_path,
         operation_timeout_sec=vars_.ansible_winrm_operation_timeout_sec,
         read_timeout_sec=vars_.ansible_winrm_read_timeout_sec,
+        connect_timeout_sec=vars_.npulab_winrm_connect_timeout_sec,
         retries=vars_.npulab_winrm_retries,
         backoff_sec=vars_.npulab_winrm_backoff_sec,
         oem_codepage=vars_.npulab_oem_codepage,

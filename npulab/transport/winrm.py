@@ -83,6 +83,10 @@ class WinRMTransport(RemoteFiles):
                 read_timeout_sec=s.read_timeout_sec,
                 proxy=None,
             )
+            # pywinrm hands one number to requests, which then waits as long to *connect* as
+            # to read; a (connect, read) pair lets a dead host fail in seconds.
+            timeouts = (min(s.connect_timeout_sec, s.read_timeout_sec), s.read_timeout_sec)
+            self._protocol.transport.read_timeout_sec = timeouts  # type: ignore[assignment]
         return self._protocol
 
     def close(self) -> None:
