@@ -294,3 +294,14 @@ def test_screenshot_script_renders_the_page_in_chromium(tmp_path: Path) -> None:
     data = out.read_bytes()
     assert data.startswith(b"\x89PNG\r\n\x1a\n")
     assert len(data) > 20_000  # a blank page is a few kB; tables and two charts are far more
+
+
+def test_manifest_is_taken_from_the_recipe_directory_not_deep_inside(tmp_path: Path) -> None:
+    from npulab.ci.results import find_manifest
+
+    deep = tmp_path / "recipe" / "env" / "Lib" / "site-packages" / "pkg" / "manifest.json"
+    deep.parent.mkdir(parents=True)
+    deep.write_text("{}")
+    assert find_manifest(tmp_path) is None
+    (tmp_path / "recipe" / "manifest.json").write_text("{}")
+    assert find_manifest(tmp_path) == tmp_path / "recipe" / "manifest.json"

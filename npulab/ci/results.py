@@ -177,5 +177,8 @@ def find_smoke_report(directory: Path) -> Path | None:
 
 
 def find_manifest(directory: Path) -> Path | None:
-    found = sorted(p for p in directory.rglob("manifest.json") if p.is_file())
+    """``build/<recipe>/manifest.json``: at most one level down, never deep inside a staged tree
+    or conda env (which may ship unrelated ``manifest.json`` files)."""
+    found = sorted(p for p in (directory / "manifest.json", *directory.glob("*/manifest.json"))
+                   if p.is_file())  # fmt: skip
     return found[-1] if found else None
