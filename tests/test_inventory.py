@@ -93,6 +93,28 @@ def test_precedence_matches_ansible_inventory(layered: Path) -> None:
             assert getattr(host.vars, key) == hostvars[name][key], (name, key)
 
 
+@pytest.mark.integration
+def test_lab_inventory_is_valid_for_ansible() -> None:
+    exe = Path(os.sys.executable).parent / "ansible-inventory"
+    if not exe.exists():
+        pytest.skip("ansible-inventory not installed (pip install '.[ansible]')")
+    out = subprocess.run(
+        [str(exe), "-i", str(LAB / "hosts.yml"), "--list"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    data = json.loads(out)
+    hostvars = data["_meta"]["hostvars"]
+    inv = inventory.load(LAB / "hosts.yml")
+    assert set(hostvars) == set(inv.hosts)
+    assert sorted(data["npu_lab"]["children"]) == ["hpt", "phx"]
+    for name, host in inv.hosts.items():
+        assert hostvars[name]["npulab_chip"] == host.vars.npulab_chip
+        assert hostvars[name]["ansible_port"] == host.vars.port
+        assert hostvars[name]["ansible_winrm_scheme"] == host.vars.scheme
+
+
 def test_lab_inventory_loads() -> None:
     inv = inventory.load(LAB / "hosts.yml")
     assert {h.vars.npulab_chip for h in inv.select("phx")} == {"7940HS"}

@@ -78,8 +78,13 @@ def test_long_script_and_file_upload(host: FakeHost, server: WSManServer, tmp_pa
     result = _transport(server).run_script(script, shell="powershell")
     assert result.stdout == "done"
     assert got == [script]
-    # the command line carried only the fixed-size bootstrap; the script went over stdin
+    # the command line carried only the fixed-size bootstrap; the script went over stdin,
+    # read as a pipe (console mode off), by powershell itself (no cmd.exe in between)
     assert server.requests.count("Send") > 1
+    line, options = server.commands[-1]
+    assert len(line) < 4000
+    assert options["WINRS_CONSOLEMODE_STDIN"] == "FALSE"
+    assert options["WINRS_SKIP_CMD_SHELL"] == "TRUE"
     payload = bytes(range(256)) * 2000  # 512 KB, binary
     local = tmp_path / "payload.bin"
     local.write_bytes(payload)
@@ -101,9 +106,14 @@ def test_cmd_script_goes_through_wrapper(host: FakeHost, server: WSManServer) ->
 
 def test_long_command_line_is_not_sent_through_cmd(host: FakeHost, server: WSManServer) -> None:
     host.on("tool.exe", Response("ok"))
-    host.on("script:*", Response("via script"))
-    result = _transport(server).run(["tool.exe", "x" * 9000])
+    scripts: list[str] = []
+    host.on("script:*", lambda _a, text: scripts.append(text or "") or Response("via script"))  # type: ignore[func-returns-value]
+    result = _transport(server).run(["tool.exe", "x" * 9000], cwd="C:\\w", env={"A": "1"})
     assert result.stdout == "via script"  # routed over stdin, not a 9 KB command line
+    assert scripts[0].splitlines()[:2] == [
+        "[Environment]::SetEnvironmentVariable('A', '1')",
+        "Set-Location -LiteralPath 'C:\\w'",
+    ]
 
 
 def test_dropped_receive_is_retried_without_rerunning(host: FakeHost, server: WSManServer) -> None:

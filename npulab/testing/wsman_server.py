@@ -104,6 +104,8 @@ class WSManServer:
         self.reboot_downtime = reboot_downtime
         self.faults: list[Fault] = []
         self.requests: list[str] = []
+        #: every command line received, with its WINRS_* options
+        self.commands: list[tuple[str, dict[str, str]]] = []
         self.auth_failures = 0
         self.shells: dict[str, _Shell] = {}
         self._connections: set[Any] = set()
@@ -272,6 +274,7 @@ class WSManServer:
                 return 200, wx.command_response(req, command_id)
             return 500, wx.fault(req, 206, "The filename or extension is too long.")
         proc = _Proc(line=line, codepage=shell.codepage, wants_stdin=FakeHost.wants_stdin(line))
+        self.commands.append((line, dict(req.options)))
         command_id = str(uuid.uuid4()).upper()
         shell.procs[command_id] = proc
         if not proc.wants_stdin:

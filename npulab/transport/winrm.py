@@ -31,7 +31,7 @@ from npulab.transport.decode import clixml_to_text, decode_output, is_utf8
 from npulab.transport.faults import Fault, MaybeStarted, classify
 from npulab.transport.files import RemoteFiles
 from npulab.transport.settings import WinRMSettings
-from npulab.winquote import quote_argv
+from npulab.winquote import quote_argv, quote_pwsh
 
 T = TypeVar("T")
 
@@ -160,7 +160,10 @@ class WinRMTransport(RemoteFiles):
         try:
             command_id = self._op(
                 "Command",
-                lambda p: p.run_command(shell_id, command_line, skip_cmd_shell=True),
+                # stdin as a pipe, not a console, when we feed it (as Ansible does)
+                lambda p: p.run_command(
+                    shell_id, command_line, console_mode_stdin=not stdin, skip_cmd_shell=True
+                ),
                 safe=False,
                 retries=retries,
             )
@@ -295,7 +298,15 @@ class WinRMTransport(RemoteFiles):
         if dry_run:
             return Completed(argv=args, returncode=0, stdout="", stderr="", dry_run=True)
         if len(line) > 8000:
-            script = "& " + " ".join(_pwsh_args(args)) + "\nexit $LASTEXITCODE"
+            # too long for one command line: the same call from a script sent over stdin
+            prelude = [
+                f"[Environment]::SetEnvironmentVariable({quote_pwsh(k)}, {quote_pwsh(v)})"
+                for k, v in (env or {}).items()
+            ]
+            if cwd:
+                prelude.append(f"Set-Location -LiteralPath {quote_pwsh(cwd)}")
+            call = "& " + " ".join(quote_pwsh(a) for a in args)
+            script = "\n".join([*prelude, call, "exit $LASTEXITCODE"])
             return self.run_script(
                 script, shell="powershell", timeout=timeout, check=check, idempotent=idempotent
             )
@@ -354,9 +365,3 @@ class WinRMTransport(RemoteFiles):
         from npulab.transport.reboot import reboot
 
         return reboot(self, timeout=timeout, poll=poll, delay=delay)
-
-
-def _pwsh_args(args: Sequence[str]) -> list[str]:
-    from npulab.winquote import quote_pwsh
-
-    return [quote_pwsh(a) for a in args]
