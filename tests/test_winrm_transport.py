@@ -288,3 +288,25 @@ def test_scripted_401_is_an_auth_failure_not_retried(host: FakeHost, server: WSM
     assert "NPULAB_WINRM_PASSWORD" in str(info.value)  # the hint names where credentials live
     assert server.requests.count("Create") == 1
     assert t._proto().transport.read_timeout_sec == (3, 3)  # (connect, read) for requests
+
+
+def test_double_serves_pywinrm_session_api(host: FakeHost, server: WSManServer) -> None:
+    """pywinrm's own high-level Session (run_cmd through cmd.exe, run_ps) works too."""
+    import winrm
+
+    host.on("ipconfig", Response("Windows IP Configuration\r\n"))
+    host.on("script:*", Response(stderr=clixml_error("boom"), rc=1))
+    session = winrm.Session(
+        server.endpoint,
+        auth=("labadmin", PASSWORD),
+        transport="ntlm",
+        operation_timeout_sec=1,
+        read_timeout_sec=3,
+    )
+    result = session.run_cmd("ipconfig", ["/all"])
+    assert (result.status_code, result.std_out) == (0, b"Windows IP Configuration\r\n")
+    failed = session.run_ps("Get-Thing")
+    assert failed.status_code == 1
+    assert b"boom" in failed.std_err
+    _, options = server.commands[0]
+    assert options["WINRS_SKIP_CMD_SHELL"] == "FALSE"

@@ -169,6 +169,14 @@ def split_win_argv(line: str) -> list[str]:
     return args
 
 
+def _encoded_index(argv: list[str]) -> int | None:
+    """Where ``-EncodedCommand`` (any case, or its ``-enc``/``-e``/``-ec`` forms) is."""
+    for i, arg in enumerate(argv[:-1]):
+        if arg.lower() in ("-encodedcommand", "-enc", "-e", "-ec"):
+            return i
+    return None
+
+
 def _pwsh_value(script: str, name: str) -> str:
     match = re.search(rf"^\${name} = {_PWSH_LITERAL}", script, re.M)
     if not match:
@@ -221,8 +229,13 @@ class FakeHost:
     # -- what needs stdin -----------------------------------------------------------------
     @staticmethod
     def wants_stdin(command_line: str) -> bool:
+        """True for npulab's bootstrap and upload receiver: they run once stdin has ended."""
         argv = split_win_argv(command_line)
-        return "-EncodedCommand" in argv
+        index = _encoded_index(argv)
+        if index is None:
+            return False
+        script = base64.b64decode(argv[index + 1]).decode("utf-16-le", errors="replace")
+        return script.startswith(("# npulab-bootstrap", "# npulab-receiver"))
 
     # -- run ------------------------------------------------------------------------------
     def execute(self, command_line: str, stdin: bytes, codepage: int) -> Response:
@@ -230,8 +243,9 @@ class FakeHost:
         if not argv:
             return Response(stderr="The syntax of the command is incorrect.\r\n", rc=1)
         program = argv[0].replace("/", "\\").rsplit("\\", 1)[-1].lower()
-        if "-EncodedCommand" in argv:
-            encoded = argv[argv.index("-EncodedCommand") + 1]
+        index = _encoded_index(argv)
+        if index is not None and program in ("powershell.exe", "powershell", "pwsh.exe"):
+            encoded = argv[index + 1]
             script = base64.b64decode(encoded).decode("utf-16-le")
             return self._powershell(script, stdin, codepage)
         self._record(program)
