@@ -8,6 +8,7 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 
 from invoke_tasks._common import config_value, fails_cleanly, is_dry_run
+from invoke_tasks.lab_provision import LAB_TASKS
 
 
 def _inventory(c: Context, inventory: str) -> str | None:
@@ -109,5 +110,5 @@ def sim(c: Context, dir: str = "", latency: float = 0.0) -> None:
 
 
 ns = Collection("lab")
-for _t in (probe, run, sim):
+for _t in (probe, run, sim, *LAB_TASKS):
     ns.add_task(_t)

@@ -1,0 +1,263 @@
+"""The Ansible tree: module options against the installed DOCUMENTATION, idempotence by
+construction, pins, inventory, syntax-check and ansible-lint (integration)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from npulab import ansible_check as ac
+from npulab import ansible_idempotence as ai
+from npulab import cmd, inventory
+
+ROOT = Path(__file__).resolve().parent.parent
+ANSIBLE = ROOT / "ansible"
+ROLES = ("npu_driver", "miniconda", "git_lfs", "vs2019_buildtools", "gha_runner", "npulab_stack")
+BIN = Path(sys.executable).parent
+
+pytest.importorskip("ansible_collections.ansible.windows", reason="pip install '.[ansible]'")
+
+
+def _tool(name: str) -> str:
+    exe = BIN / name
+    if exe.exists():
+        return str(exe)
+    found = shutil.which(name)
+    if not found:
+        pytest.skip(f"{name} not installed (pip install '.[ansible]')")
+    return found
+
+
+# -- module options ------------------------------------------------------------------------------
+def test_shipped_tree_matches_module_documentation() -> None:
+    assert ac.check_options(ANSIBLE) == []
+
+
+def test_every_role_task_is_checked() -> None:
+    modules = {
+        ac.task_module(t) for _, items in ac.task_files(ANSIBLE) for t in ac.iter_tasks(items)
+    }
+    assert None not in modules
+    assert {"ansible.windows.win_package", "ansible.windows.win_get_url",
+            "community.windows.win_unzip", "ansible.windows.win_reboot"} <= modules  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("task", "expected"),
+    [
+        (
+            {"name": "x", "ansible.windows.win_package": {"path": "a.exe",
+                                                          "expected_return_codez": [0]}},
+            "unknown option 'expected_return_codez' (did you mean 'expected_return_code'?)",
+        ),
+        (
+            {"name": "x", "ansible.windows.win_package": {"path": "a.exe",
+                                                          "state": "installed_bogus"}},
+            "state='installed_bogus' is not one of: absent, present",
+        ),
+        (
+            {"name": "x", "ansible.windows.win_get_url": {"url": "u", "dest": "d",
+                                                          "checksum_algorithm": "sha265"}},
+            "checksum_algorithm='sha265' is not one of",
+        ),
+        ({"name": "x", "ansible.windows.win_shell": "dir", "args": {"chdirr": "C:\\"}},
+         "unknown option 'chdirr'"),
+        ({"name": "x", "ansible.windows.win_command": "git.exe x creates=C:\\a chdirr=C:\\"},
+         "unknown option 'chdirr'"),
+        ({"name": "x", "ansible.windows.win_regedit": {"path": "HKLM:\\X", "type": "dwrod"}},
+         "type='dwrod' is not one of"),
+        ({"name": "x", "ansible.windows.win_service": {"name": "s", "start_mode": "automatic"}},
+         "start_mode='automatic' is not one of"),
+        ({"name": "x", "ansible.windows.win_package": {"path": "a", "expected_return_code": "0"}},
+         "must be a list of int"),
+        ({"name": "x", "ansible.windows.win_stat": {"path": "p", "get_checksum": "sure"}},
+         "get_checksum must be a bool"),
+        ({"name": "x", "win_stat": {"path": "p"}}, "use the fully qualified name"),
+        ({"name": "x", "ansible.windows.win_nope": {}}, "no such module"),
+        ({"name": "x", "ansible.windows.win_stat": {"path": "p"}, "whenn": "x"},
+         "cannot tell the module"),
+    ],
+)  # fmt: skip
+def test_bad_tasks_are_caught(task: dict[str, Any], expected: str) -> None:
+    problems = ac.check_task(task)
+    assert any(expected in p for p in problems), problems
+
+
+@pytest.mark.parametrize(
+    "task",
+    [
+        # aliases, templated values, free-form commands with args:, list choices
+        {"ansible.windows.win_get_url": {"url": "u", "dest": "d", "timeout": 5}},
+        {"ansible.windows.win_package": {"path": "a", "state": "{{ s }}"}},
+        {"ansible.windows.win_shell": "Get-Item x", "args": {"chdir": "C:\\", "executable": "cmd"}},
+        {"ansible.windows.win_command": "git.exe x creates=C:\\a"},
+        {"ansible.builtin.set_fact": {"anything_goes": 1}},
+        {"ansible.builtin.include_role": {"name": "npulab_fetch"}, "vars": {"a": 1}},
+    ],
+)
+def test_good_tasks_pass(task: dict[str, Any]) -> None:
+    assert ac.check_task({"name": "x", **task}) == []
+
+
+def test_a_bad_task_in_a_role_fails_the_tree_check(tmp_path: Path) -> None:
+    tree = tmp_path / "ansible"
+    shutil.copytree(ANSIBLE, tree, ignore=shutil.ignore_patterns("__pycache__"))
+    tasks = tree / "roles" / "miniconda" / "tasks" / "main.yml"
+    text = tasks.read_text().replace("expected_return_code:", "expected_return_codez:")
+    tasks.write_text(text.replace("state: present", "state: installed_bogus"))
+    messages = [f.message for f in ac.check_options(tree)]
+    assert any("'expected_return_codez'" in m for m in messages)
+    assert any("'installed_bogus'" in m for m in messages)
+    assert ai.main([str(tree)]) == 1
+
+
+def test_block_tasks_are_found_and_inherit_when() -> None:
+    items = [{"block": [{"ansible.windows.win_command": "x"}], "when": "probe.rc != 0"}]
+    (task,) = ac.iter_tasks(items)
+    assert task["__inherited_when"] == ("probe.rc != 0",)
+    assert ac.task_module(task) == "ansible.windows.win_command"
+
+
+# -- idempotence by construction -----------------------------------------------------------------
+def test_roles_are_idempotent_by_construction() -> None:
+    assert ai.check_idempotence(ANSIBLE) == []
+
+
+def _messages(tasks: list[dict[str, Any]]) -> list[str]:
+    return [f.message for f in ai.check_tasks("t.yml", list(ac.iter_tasks(tasks)))]
+
+
+def test_unguarded_command_is_refused() -> None:
+    assert any("without a guard" in m for m in _messages([{"ansible.windows.win_command": "x"}]))
+
+
+@pytest.mark.parametrize(
+    "task",
+    [
+        {"ansible.windows.win_command": {"cmd": "x", "creates": "C:\\x"}},
+        {"ansible.windows.win_shell": "Get-Item x", "changed_when": False},
+        {"ansible.windows.win_command": "x", "changed_when": "'y' in r.stdout",
+         "tags": ["self-idempotent"]},
+    ],
+)  # fmt: skip
+def test_guarded_commands_pass(task: dict[str, Any]) -> None:
+    assert _messages([task]) == []
+
+
+def test_when_must_read_a_registered_check() -> None:
+    probe = {"ansible.windows.win_stat": {"path": "p"}, "register": "found"}
+    guarded = {"ansible.windows.win_command": "x", "when": "not found.stat.exists"}
+    unrelated = {"ansible.windows.win_command": "x", "when": "ansible_check_mode"}
+    assert _messages([probe, guarded]) == []
+    assert any("without a guard" in m for m in _messages([probe, unrelated]))
+
+
+def test_installer_must_handle_reboot_codes() -> None:
+    install = {
+        "ansible.windows.win_package": {"path": "a", "creates_path": "b"},
+        "register": "inst",
+        "tags": ["installer"],
+    }
+    messages = _messages([install])
+    assert any("does not accept 3010" in m for m in messages)
+    assert any("not followed by a win_reboot" in m for m in messages)
+    install["ansible.windows.win_package"]["expected_return_code"] = [0, 3010]  # type: ignore[index]
+    reboot = {"ansible.windows.win_reboot": {}, "when": "inst.rc in [3010, 1641]"}
+    assert _messages([install, reboot]) == []
+    assert any(
+        "win_reboot without a when" in m for m in _messages([{"ansible.windows.win_reboot": {}}])
+    )
+
+
+def test_unlisted_module_is_refused() -> None:
+    messages = _messages([{"community.windows.win_firewall_rule": {"name": "x"}}])
+    assert any("not on the idempotent allow-list" in m for m in messages)
+
+
+# -- roles, pins, documentation ------------------------------------------------------------------
+@pytest.mark.parametrize("role", ROLES)
+def test_role_layout_and_documented_defaults(role: str) -> None:
+    base = ANSIBLE / "roles" / role
+    assert (base / "tasks" / "main.yml").is_file()
+    specs = yaml.safe_load((base / "meta" / "argument_specs.yml").read_text())["argument_specs"]
+    documented = set(specs["main"]["options"])
+    defaults = yaml.safe_load((base / "defaults" / "main.yml").read_text()) or {}
+    assert set(defaults) <= documented, set(defaults) - documented
+    assert all(name.startswith(f"{role}_") for name in defaults)
+
+
+def test_every_installer_is_pinned_with_version_file_and_hash_slot() -> None:
+    gv = ANSIBLE / "inventories" / "lab" / "group_vars" / "all" / "provisioning.yml"
+    data = yaml.safe_load(gv.read_text())
+    installers = data["npulab_installers"]
+    assert set(data["npulab_provision_installers"]) == set(installers)
+    for key, pin in installers.items():
+        assert {"version", "file", "url", "sha256"} <= set(pin), key
+        # a hash is either a real 64-hex pin or left for the lab owner; never a fake shape
+        assert pin["sha256"] == "" or re.fullmatch(r"[0-9a-f]{64}", pin["sha256"]), key
+        assert "{{" not in pin["url"]
+
+
+def test_installer_tasks_run_only_verified_files() -> None:
+    """Every win_package/unzip reads the path set by npulab_fetch, which asserts the sha256."""
+    fetch = (ANSIBLE / "roles" / "npulab_fetch" / "tasks" / "main.yml").read_text()
+    assert 'checksum: "{{ npulab_fetch_sha256 }}"' in fetch
+    assert "npulab_fetch_final.stat.checksum == npulab_fetch_sha256" in fetch
+    for path, items in ac.task_files(ANSIBLE):
+        for task in ac.iter_tasks(items):
+            module = ac.task_module(task)
+            if module in ("ansible.windows.win_package", "community.windows.win_unzip"):
+                args = task[module]
+                src = args.get("path") or args.get("src")
+                assert src == "{{ npulab_fetch_path }}", (path, task["name"])
+
+
+def test_runner_token_is_never_logged() -> None:
+    tasks = yaml.safe_load((ANSIBLE / "roles" / "gha_runner" / "tasks" / "main.yml").read_text())
+    for task in ac.iter_tasks(tasks):
+        if "gha_runner_token" in yaml.safe_dump(task):
+            assert task.get("no_log") is True, task["name"]
+
+
+# -- integration: real ansible tools -------------------------------------------------------------
+@pytest.mark.integration
+def test_inventory_graph_shows_both_chip_groups() -> None:
+    out = cmd.run(
+        _tool("ansible-inventory"), "-i", str(ANSIBLE / "inventories" / "lab"), "--graph",
+        env={"ANSIBLE_CONFIG": str(ANSIBLE / "ansible.cfg")},
+    ).stdout  # fmt: skip
+    assert re.search(r"@npu_lab:\s*\n\s*\|\s*\|--@phx:", out), out
+    assert "@hpt:" in out
+    lab = inventory.load(ANSIBLE / "inventories" / "lab" / "hosts.yml")
+    assert {lab.hosts[h].vars.npulab_chip for h in lab.groups["phx"]} == {"7940HS"}
+    assert {lab.hosts[h].vars.npulab_chip for h in lab.groups["hpt"]} == {"8845HS"}
+    assert "npulab_installers" in lab.hosts["phx-01"].extra
+
+
+@pytest.mark.integration
+def test_playbook_syntax_check() -> None:
+    done = cmd.run(
+        _tool("ansible-playbook"), "--syntax-check", "site.yml", cwd=ANSIBLE,
+        env={"ANSIBLE_CONFIG": str(ANSIBLE / "ansible.cfg")},
+    )  # fmt: skip
+    assert "playbook: site.yml" in done.stdout
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_ansible_lint_production_profile_offline() -> None:
+    env = {"ANSIBLE_CONFIG": str(ANSIBLE / "ansible.cfg"), "PATH": f"{BIN}{os.pathsep}"
+           f"{os.environ.get('PATH', '')}", "NO_COLOR": "1"}  # fmt: skip
+    done = cmd.run(
+        _tool("ansible-lint"), "--offline", "--profile", "production", "--nocolor",
+        cwd=ANSIBLE, env=env, check=False, timeout=280,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Profile 'production' was required, and it passed" in done.stdout + done.stderr
