@@ -261,3 +261,63 @@ def test_ansible_lint_production_profile_offline() -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Profile 'production' was required, and it passed" in done.stdout + done.stderr
+
+
+# -- the lab facts each role encodes -------------------------------------------------------------
+def _role_tasks(role: str) -> dict[str, dict[str, Any]]:
+    out = {}
+    for path in (ANSIBLE / "roles" / role / "tasks").glob("*.yml"):
+        for task in ac.iter_tasks(yaml.safe_load(path.read_text())):
+            out[task["name"]] = task
+    return out
+
+
+def test_npu_driver_success_codes_and_device() -> None:
+    tasks = _role_tasks("npu_driver")
+    installers = [t for t in tasks.values() if "installer" in (t.get("tags") or [])]
+    assert len(installers) == 2  # pnputil and amd_install_kipudrv.bat
+    for task in installers:
+        assert re.search(r"rc not in \[0, 259, 3010\]", task["failed_when"])
+    defaults = yaml.safe_load((ANSIBLE / "roles/npu_driver/defaults/main.yml").read_text())
+    assert defaults["npu_driver_pci_id"] == "PCI\\VEN_1022&DEV_1502"
+    pnputil = next(t for t in installers if "pnputil" in t["name"])
+    assert pnputil["ansible.windows.win_command"]["cmd"].startswith("pnputil.exe /add-driver")
+    assert pnputil["ansible.windows.win_command"]["cmd"].endswith("/install")
+
+
+def test_miniconda_d_is_last_and_unquoted() -> None:
+    task = _role_tasks("miniconda")["Install Miniconda (/D= last, unquoted)"]
+    args = task["ansible.windows.win_package"]["arguments"].strip()
+    assert args.startswith("/S ")
+    assert args.endswith(" /D={{ miniconda_prefix }}")  # last, no quotes around the path
+
+
+def test_vs2019_components_flags_and_reboot_codes() -> None:
+    tasks = _role_tasks("vs2019_buildtools")
+    task = next(t for t in tasks.values() if "ansible.windows.win_package" in t)
+    args = task["ansible.windows.win_package"]
+    assert args["expected_return_code"] == [0, 3010, 1641]
+    assert {"--quiet", "--wait", "--norestart"} <= set(args["arguments"].split())
+    defaults = yaml.safe_load((ANSIBLE / "roles/vs2019_buildtools/defaults/main.yml").read_text())
+    assert {"Microsoft.VisualStudio.Workload.VCTools",
+            "Microsoft.VisualStudio.Component.VC.Tools.x86.x64"} <= set(
+        defaults["vs2019_buildtools_components"])  # fmt: skip
+
+
+def test_runner_registration_flags() -> None:
+    task = _role_tasks("gha_runner")["Register the runner as a service"]
+    argv = task["ansible.windows.win_command"]["argv"]
+    for flag in ("--unattended", "--url", "--token", "--name", "--labels", "--work", "--replace",
+                 "--runasservice"):  # fmt: skip
+        assert flag in argv
+    assert task["no_log"] is True
+    defaults = yaml.safe_load((ANSIBLE / "roles/gha_runner/defaults/main.yml").read_text())
+    assert not defaults["gha_runner_dir"].lower().startswith("c:\\users")
+
+
+def test_stack_build_change_marker_is_what_npulab_prints() -> None:
+    task = _role_tasks("npulab_stack")[
+        "Run invoke build (each step skipped when its inputs did not change)"
+    ]
+    marker = re.search(r"'([^']+)' not in", task["changed_when"]).group(1)  # type: ignore[union-attr]
+    assert f'"{marker}' in (ROOT / "npulab" / "workflow.py").read_text()
