@@ -321,3 +321,25 @@ def test_stack_build_change_marker_is_what_npulab_prints() -> None:
     ]
     marker = re.search(r"'([^']+)' not in", task["changed_when"]).group(1)  # type: ignore[union-attr]
     assert f'"{marker}' in (ROOT / "npulab" / "workflow.py").read_text()
+
+
+@pytest.mark.parametrize("role", [*ROLES, "npulab_fetch"])
+def test_role_defaults_satisfy_their_argument_spec(role: str) -> None:
+    """Ansible's own validator (the one the role runs at start) accepts the shipped defaults, and
+    each documented default is the value in defaults/main.yml."""
+    from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+
+    base = ANSIBLE / "roles" / role
+    spec = yaml.safe_load((base / "meta" / "argument_specs.yml").read_text())
+    options = spec["argument_specs"]["main"]["options"]
+    defaults = yaml.safe_load((base / "defaults" / "main.yml").read_text())
+    values = {k: v for k, v in defaults.items() if not (isinstance(v, str) and "{{" in v)}
+    if role == "npulab_fetch":
+        values.update(npulab_fetch_key="git", npulab_fetch_item={})
+    assert ArgumentSpecValidator(options).validate(values).error_messages == []
+    for name, option in options.items():
+        if "default" in option:
+            assert option["default"] == defaults[name], name
+    if role == "miniconda":
+        bad = {**values, "miniconda_installation_type": "Everyone"}
+        assert ArgumentSpecValidator(options).validate(bad).error_messages
