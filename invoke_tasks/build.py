@@ -16,6 +16,8 @@ from invoke_tasks._common import config_value, fails_cleanly, is_dry_run
         "dry_run": "print the plan and touch nothing",
         "patch_only": "stage only the files the patch series touches (works on partial mirrors)",
         "target": "auto (windows on Windows, else stage), stage, or windows",
+        "host": "run the Windows steps on this inventory host over WinRM (implies --target "
+        "windows)",
     }
 )
 @fails_cleanly
@@ -26,6 +28,7 @@ def build(
     dry_run: bool = False,
     patch_only: bool = False,
     target: str = "auto",
+    host: str = "",
 ) -> None:
     """Fetch, verify, patch and render the stack into build/<recipe>/ (Windows: build it)."""
     from npulab.errors import ConfigError
@@ -34,6 +37,8 @@ def build(
     if target not in ("auto", "stage", "windows"):
         msg = f"--target: expected auto, stage or windows, got {target!r}"
         raise ConfigError(msg)
+    if host and target == "auto":
+        target = "windows"
     run_build(
         recipe or config_value(c, "recipe"),
         source=source or None,
@@ -41,6 +46,7 @@ def build(
         target=target,  # type: ignore[arg-type]
         patch_only=patch_only,
         dry_run=is_dry_run(c, dry_run),
+        extra={"host": host} if host else None,
     )
 
 

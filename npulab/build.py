@@ -84,6 +84,8 @@ class Runner:
 
 
 RUNNERS: dict[str, Runner] = {}
+#: Step input keys by prefix (``winscript:<file>``) -> value, for inputs other modules own.
+INPUT_PROVIDERS: dict[str, Callable[[Context, str], Any]] = {}
 #: Steps that run every time (verification and the manifest): not "work" in the summary.
 VERIFY_ONLY = frozenset({"fetch", "verify", "manifest"})
 
@@ -124,15 +126,28 @@ def input_value(ctx: Context, key: str) -> Any:
         "series": lambda: series_digest(ctx.series),
         "scope": lambda: [ctx.options.target, list(ctx.prefixes)],
         "tool.git": gitutil.version,
+        "env.name": lambda: ctx.recipe.env.name,
+        "env.env_file": lambda: ctx.recipe.env.env_file,
+        "env.lock": lambda: _file_sha(paths.project_root() / ctx.recipe.env.lock),
     }
     if key.startswith("step:"):
         return ctx.digests.get(key[5:])
+    for prefix, provider in INPUT_PROVIDERS.items():
+        if key.startswith(prefix):
+            return provider(ctx, key)
     if key in values:
         return values[key]()
     if key in ctx.options.extra:
         return ctx.options.extra[key]
     msg = f"internal: step input {key!r} is unknown (known: {sorted(values)})"
     raise BuildStepError(msg)
+
+
+def _file_sha(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return None
 
 
 def step_digest(ctx: Context, step: Step) -> str:
@@ -222,7 +237,13 @@ def _run_step(ctx: Context, step: Step, runner: Runner) -> str:
             "finished_at": manifest.now(),
         }
         if ctx.out.exists():
-            manifest.save(ctx.out, {**ctx.previous, "last_failure": ctx.data})
+            # Keep every step that succeeded so far so the next run resumes after them; the
+            # failed step keeps its last good record unless that had the same inputs (then it
+            # would wrongly count as up to date).
+            steps = {**ctx.previous.get("steps", {}), **ctx.data["steps"]}
+            if before and before.get("digest") != digest:
+                steps[step.name] = before
+            manifest.save(ctx.out, {**ctx.previous, "steps": steps, "last_failure": ctx.data})
         raise
     ctx.data["steps"][step.name] = {
         "status": "done",

@@ -215,6 +215,9 @@ def _manifest(ctx: Context, step: Step) -> Outcome:
 
 
 def register_all() -> None:
+    from npulab import winrun
+
+    winrun.register_all()
     register("fetch", Runner(run=_fetch))
     register("verify", Runner(run=_verify))
     register("patch", Runner(run=_patch, intact=_patch_intact))

@@ -24,3 +24,13 @@ def steps(recipe: Recipe, options: Options) -> list[Step]:
     for planner in PLANNERS:
         out.extend(planner(recipe, options))
     return out
+
+
+def _register_default() -> None:
+    from npulab.winsteps import planner
+
+    if not any(getattr(p, "__module__", "") == planner.__module__ for p in PLANNERS):
+        PLANNERS.append(planner)
+
+
+_register_default()

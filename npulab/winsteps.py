@@ -1,0 +1,278 @@
+"""The Windows build steps (pure): planner for :data:`npulab.winplan.PLANNERS` and their scripts.
+
+Each step is one script in ``build/<recipe>/scripts/`` (``NN-<step>.cmd`` or ``.ps1``). Steps
+that change the machine write a stamp holding the digest of their own script text into
+``build/<recipe>/.npulab-win/`` and skip themselves when the stamp matches (idempotent); the
+prerequisite and import checks are read-only and always run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+
+from npulab.plan import Options, Step
+from npulab.recipe import Recipe
+from npulab.winquote import quote_pwsh
+from npulab.winscript import CRLF, CmdScript, env_lines_cmd, env_lines_ps1, safe_name
+
+VSWHERE = "%ProgramFiles(x86)%\\Microsoft Visual Studio\\Installer\\vswhere.exe"
+VC_COMPONENT = "Microsoft.VisualStudio.Component.VC.Tools.x86.x64"
+VS_RANGE = "[16,17)"
+ENV_CMD = "npulab-env.cmd"
+ENV_PS1 = "npulab-env.ps1"
+
+
+def _win(path: str) -> str:
+    return path.replace("/", "\\")
+
+
+def _stamped(name: str, build: Callable[[CmdScript], None]) -> str:
+    """A mutating step: skipped when its stamp holds this script's digest."""
+    body = CmdScript(lines=[])
+    build(body)
+    digest = hashlib.sha256("\r\n".join(body.lines).encode()).hexdigest()[:32]
+    s = CmdScript()
+    stamp = f"%NPULAB_STATE%\\{safe_name(name)}.stamp"
+    s.raw(
+        f'findstr /x /c:{digest} "{stamp}" >nul 2>nul',
+        "if not errorlevel 1 goto :uptodate",
+    )
+    s.lines += body.lines
+    s.cmd('if not exist "%NPULAB_STATE%" mkdir "%NPULAB_STATE%"')
+    s.cmd(f'>"{stamp}" echo {digest}')
+    s.raw("exit /b 0", ":uptodate", f"echo {name}: up to date (stamp {digest})", "exit /b 0")
+    return s.text()
+
+
+def _activate(s: CmdScript, env_name: str) -> None:
+    s.cmd(f'call "%NPULAB_CONDA_ROOT%\\condabin\\conda.bat" activate {safe_name(env_name)}')
+
+
+def prereqs_ps1(recipe: Recipe) -> str:
+    """Read-only: conda, git + git lfs, VS 2019 C++ v142 (vswhere), cmake, long paths."""
+    lines = [
+        "$ErrorActionPreference = 'Stop'",
+        "$missing = @()",
+        "$condaRoot = if ($env:NPULAB_CONDA_ROOT) { $env:NPULAB_CONDA_ROOT } "
+        "else { Join-Path $env:USERPROFILE 'miniconda3' }",
+        "if (-not (Test-Path (Join-Path $condaRoot 'condabin\\conda.bat'))) "
+        '{ $missing += "conda (Miniconda at $condaRoot; set NPULAB_CONDA_ROOT)" }',
+        "if (-not (Get-Command git -ErrorAction SilentlyContinue)) { $missing += 'git' }",
+        "else { & git lfs version *> $null; if ($LASTEXITCODE -ne 0) { $missing += 'git lfs' } }",
+        "$vswhere = Join-Path ${env:ProgramFiles(x86)} "
+        "'Microsoft Visual Studio\\Installer\\vswhere.exe'",
+        "$vs = $null",
+        "if (Test-Path $vswhere) { $vs = & $vswhere -products '*' -version "
+        f"{quote_pwsh(VS_RANGE)} -requires {quote_pwsh(VC_COMPONENT)} -property installationPath "
+        "| Select-Object -First 1 }",
+        "if (-not $vs) { $missing += 'Visual Studio 2019 with the C++ v142 x64 tools' }",
+        "if (-not (Get-Command cmake -ErrorAction SilentlyContinue) -and -not ($vs -and "
+        "(Test-Path (Join-Path $vs 'Common7\\IDE\\CommonExtensions\\Microsoft\\CMake'))))"
+        " { $missing += 'cmake' }",
+        "$lp = Get-ItemProperty -Path 'HKLM:\\SYSTEM\\CurrentControlSet\\Control\\FileSystem' "
+        "-Name LongPathsEnabled -ErrorAction SilentlyContinue",
+        "if (-not $lp -or $lp.LongPathsEnabled -ne 1) { $missing += 'LongPathsEnabled=1' }",
+        "if ($missing.Count -gt 0) {",
+        "  Write-Output ('missing prerequisites: ' + ($missing -join ', '))",
+        "  Write-Output 'fix: install them (docs/windows-build.md, invoke lab.provision)'",
+        "  exit 1",
+        "}",
+        'Write-Output "prerequisites present (VS 2019 at $vs)"',
+        "exit 0",
+    ]
+    return CRLF.join(lines) + CRLF
+
+
+def lfs_cmd(recipe: Recipe) -> str:
+    include = ",".join(recipe.upstream.lfs.include)
+
+    def body(s: CmdScript) -> None:
+        s.cmd('cd /d "%NPULAB_TREE%"')
+        s.cmd("git lfs install --local")
+        s.argv("git", "lfs", "pull", "--include", include)
+
+    return _stamped("lfs", body)
+
+
+def conda_env_cmd(recipe: Recipe) -> str:
+    name = safe_name(recipe.env.name)
+
+    def body(s: CmdScript) -> None:
+        s.set("NPULAB_ENV_FILE", _win(recipe.env.env_file))
+        s.raw('set "NPULAB_ENV_FILE=%NPULAB_TREE%\\%NPULAB_ENV_FILE%"')
+        s.raw(
+            f'if exist "%NPULAB_CONDA_ROOT%\\envs\\{name}\\python.exe" goto :update',
+        )
+        s.cmd(
+            'call "%NPULAB_CONDA_ROOT%\\condabin\\conda.bat" env create -n '
+            f'{name} -f "%NPULAB_ENV_FILE%"'
+        )
+        s.raw("goto :done", ":update")
+        s.cmd(
+            'call "%NPULAB_CONDA_ROOT%\\condabin\\conda.bat" env update -n '
+            f'{name} -f "%NPULAB_ENV_FILE%"'
+        )
+        s.raw(":done")
+
+    return _stamped("conda-env", body)
+
+
+def pip_lock_cmd(recipe: Recipe) -> str:
+    lock = _win(recipe.env.lock).rsplit("\\", 1)[-1]
+
+    def body(s: CmdScript) -> None:
+        _activate(s, recipe.env.name)
+        s.set("NPULAB_LOCK", lock)
+        s.cmd(
+            'python -m pip install --require-hashes --no-deps -r "%~dp0%NPULAB_LOCK%"',
+        )
+
+    return _stamped("pip-lock", body)
+
+
+def ops_cpp_cmd(recipe: Recipe) -> str:
+    """VS 2019 dev env, conda env, ``call setup.bat``, ``pip install ops\\cpp`` in ONE session."""
+
+    def body(s: CmdScript) -> None:
+        s.raw(f'set "NPULAB_VSWHERE={VSWHERE}"', 'set "NPULAB_VS="')
+        s.cmd(
+            'for /f "usebackq delims=" %%i in (`"%NPULAB_VSWHERE%" -products * -version '
+            f"{VS_RANGE} -requires {VC_COMPONENT} -property installationPath`) "
+            'do set "NPULAB_VS=%%i"'
+        )
+        s.raw("if not defined NPULAB_VS exit /b 3")
+        s.cmd('call "%NPULAB_VS%\\VC\\Auxiliary\\Build\\vcvars64.bat"')
+        _activate(s, recipe.env.name)
+        s.set("NPULAB_STACK", _win(recipe.upstream.subdir))
+        s.cmd('cd /d "%NPULAB_TREE%\\%NPULAB_STACK%"')
+        s.cmd("call setup.bat")
+        s.cmd("python -m pip install ops\\cpp --force-reinstall")
+
+    return _stamped("ops-cpp", body)
+
+
+def import_check_cmd(recipe: Recipe) -> str:
+    s = CmdScript()
+    _activate(s, recipe.env.name)
+    s.cmd(f'call "%~dp0{ENV_CMD}"')
+    s.cmd("python -c \"import os, qlinear, RyzenAI; print(os.environ['DEVICE'], RyzenAI)\"")
+    s.raw("exit /b 0")
+    return s.text()
+
+
+#: (step name, script suffix, renderer, what it runs) in build order.
+WIN_STEPS: tuple[tuple[str, str, Callable[[Recipe], str], str], ...] = (
+    (
+        "win-prereqs",
+        "ps1",
+        prereqs_ps1,
+        "check conda, git + git lfs, VS 2019 C++ v142 (vswhere -version [16,17) -requires "
+        f"{VC_COMPONENT}), cmake, LongPathsEnabled",
+    ),
+    ("win-lfs", "cmd", lfs_cmd, "git lfs pull --include <upstream.lfs.include>"),
+    (
+        "win-conda-env",
+        "cmd",
+        conda_env_cmd,
+        "conda env create (or update) -n <env.name> -f <patched env.yaml>",
+    ),
+    (
+        "win-pip-lock",
+        "cmd",
+        pip_lock_cmd,
+        "pip install --require-hashes --no-deps -r <env.lock>",
+    ),
+    (
+        "win-ops-cpp",
+        "cmd",
+        ops_cpp_cmd,
+        "one cmd session: vcvars64.bat (VS 2019 via vswhere), conda activate, call setup.bat, "
+        "pip install ops\\cpp --force-reinstall",
+    ),
+    (
+        "win-import-check",
+        "cmd",
+        import_check_cmd,
+        "call npulab-env.cmd (DEVICE, PYTORCH_AIE_PATH, PATH, PYTHONPATH), "
+        'python -c "import qlinear, RyzenAI"',
+    ),
+)
+
+
+def script_name(index: int, step: str, suffix: str) -> str:
+    return f"{index:02d}-{step.removeprefix('win-')}.{suffix}"
+
+
+def render_scripts(recipe: Recipe) -> dict[str, str]:
+    """File name -> text for every Windows step plus the runtime env files."""
+    out = {
+        script_name(i, name, suffix): render(recipe)
+        for i, (name, suffix, render, _) in enumerate(WIN_STEPS, 1)
+    }
+    env = runtime_env(recipe)
+    out[ENV_CMD] = env_lines_cmd(env)
+    out[ENV_PS1] = env_lines_ps1(env)
+    return out
+
+
+def runtime_env(recipe: Recipe) -> list[tuple[str, str]]:
+    """Exactly what the 1.1 runtime needs (as setup.bat sets it), relative to the env file."""
+    device = {d.device for d in recipe.devices}
+    if len(device) != 1:
+        msg = f"devices: expected one DEVICE value for all chips, got {sorted(device)}"
+        raise ValueError(msg)
+    dev = safe_name(device.pop())
+    stack = "%~dp0..\\tree\\" + safe_name_path(_win(recipe.upstream.subdir))
+    tp = "%THIRD_PARTY%"
+    return [
+        ("DEVICE", dev),
+        ("PYTORCH_AIE_PATH", stack),
+        ("THIRD_PARTY", stack + "\\third_party"),
+        ("TVM_LIBRARY_PATH", f"{tp}\\lib;{tp}\\bin"),
+        ("XRT_PATH", f"{tp}\\xrt-ipu"),
+        (
+            "PATH",
+            f"{tp}\\xrt-ipu\\xrt;%TVM_LIBRARY_PATH%;%PYTORCH_AIE_PATH%\\ops\\cpp;{tp};%PATH%",
+        ),
+        (
+            "PYTHONPATH",
+            ";".join(
+                [
+                    "%PYTORCH_AIE_PATH%\\models\\llama2",
+                    "%TVM_LIBRARY_PATH%",
+                    "%PYTORCH_AIE_PATH%\\ops\\python",
+                    tp,
+                    "%PYTORCH_AIE_PATH%\\tools",
+                    "%PYTORCH_AIE_PATH%\\ext\\llm-awq",
+                    "%PYTORCH_AIE_PATH%\\ext\\llm-awq\\awq\\quantize",
+                    "%PYTORCH_AIE_PATH%\\ext\\llm-awq\\awq\\utils",
+                    "%PYTORCH_AIE_PATH%\\ext\\llm-awq\\awq\\kernels",
+                    "%PYTHONPATH%",
+                ]
+            ),
+        ),
+    ]
+
+
+def safe_name_path(path: str) -> str:
+    for part in path.split("\\"):
+        safe_name(part)
+    return path
+
+
+def planner(recipe: Recipe, options: Options) -> list[Step]:
+    """The Windows steps, each depending on its own rendered script (``winscript:<file>``)."""
+    steps = []
+    for i, (name, suffix, _, what) in enumerate(WIN_STEPS, 1):
+        script = script_name(i, name, suffix)
+        steps.append(
+            Step(
+                name=name,
+                kind="winscript",
+                description=f"scripts\\{script}: {what}",
+                inputs=(f"winscript:{script}",),
+                where="windows",
+            )
+        )
+    return steps
