@@ -18,6 +18,7 @@ from invoke_tasks._common import config_value, fails_cleanly, is_dry_run
         "target": "auto (windows on Windows, else stage), stage, or windows",
         "host": "run the Windows steps on this inventory host over WinRM (implies --target "
         "windows)",
+        "remote_root": "build directory on --host (default C:\\npulab\\build\\<recipe>)",
     }
 )
 @fails_cleanly
@@ -29,6 +30,7 @@ def build(
     patch_only: bool = False,
     target: str = "auto",
     host: str = "",
+    remote_root: str = "",
 ) -> None:
     """Fetch, verify, patch and render the stack into build/<recipe>/ (Windows: build it)."""
     from npulab.errors import ConfigError
@@ -46,7 +48,10 @@ def build(
         target=target,  # type: ignore[arg-type]
         patch_only=patch_only,
         dry_run=is_dry_run(c, dry_run),
-        extra={"host": host} if host else None,
+        extra={
+            **({"host": host} if host else {}),
+            **({"remote_root": remote_root} if remote_root else {}),
+        },
     )
 
 

@@ -33,6 +33,7 @@ def default_transport(ctx: Context) -> Transport:
 
 
 TRANSPORT: list[TransportFactory] = [default_transport]
+DEFAULT_REMOTE_ROOT = "C:\\npulab\\build"
 
 
 def render_windows(recipe: Recipe, tree: Path, scripts: Path) -> list[Path]:
@@ -63,6 +64,16 @@ def script_digest(ctx: Context, key: str) -> Any:
     return hashlib.sha256(text.encode()).hexdigest() if text is not None else None
 
 
+def remote_root(recipe: Recipe, extra: dict[str, str]) -> str | None:
+    """The build dir on the host: ``remote_root``, else ``C:\\npulab\\build\\<recipe>`` for
+    a remote host; None (run in place) for this machine."""
+    if "remote_root" in extra:
+        return extra["remote_root"]
+    if extra.get("host", "local") in ("local", "localhost"):
+        return None
+    return DEFAULT_REMOTE_ROOT + "\\" + recipe.name
+
+
 def _run(ctx: Context, step: Step) -> Outcome:
     script = _script_for(step)
     local = ctx.scripts / script
@@ -70,7 +81,7 @@ def _run(ctx: Context, step: Step) -> Outcome:
         msg = f"step {step.name}: {local} is missing (the render step writes it)"
         raise BuildStepError(msg, hint="invoke build (re-renders scripts/)")
     transport = TRANSPORT[0](ctx)
-    root = ctx.options.extra.get("remote_root")
+    root = remote_root(ctx.recipe, ctx.options.extra)
     remote = str(local) if root is None else root.rstrip("\\/") + "\\scripts\\" + script
     if root is not None:
         transport.put_file(local, remote)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -63,3 +64,34 @@ def test_patches_list(project_root: Path, tmp_path: Path) -> None:
     done = _invoke(project_root, tmp_path, "patches.list")
     assert done.returncode == 0, done.stderr
     assert "patches/ryzenai-sw/1.1/series" in done.stdout
+
+
+def test_build_windows_dry_run_prints_windows_plan(project_root: Path, tmp_path: Path) -> None:
+    (tmp_path / "mirror").mkdir()
+    done = _invoke(
+        project_root,
+        tmp_path,
+        "build",
+        "--target",
+        "windows",
+        "--dry-run",
+        "--source",
+        str(tmp_path / "mirror"),
+    )
+    assert done.returncode == 0, done.stderr
+    names = re.findall(r"^ ?\d+\. ([^:]+):", done.stdout, flags=re.MULTILINE)
+    assert names == [
+        "fetch",
+        "verify",
+        "patch",
+        "render",
+        "win-prereqs [windows]",
+        "win-lfs [windows]",
+        "win-conda-env [windows]",
+        "win-pip-lock [windows]",
+        "win-ops-cpp [windows]",
+        "win-import-check [windows]",
+        "manifest",
+    ]
+    assert "pip install ops\\cpp --force-reinstall" in done.stdout
+    assert not (tmp_path / "build").exists()

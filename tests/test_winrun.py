@@ -176,3 +176,10 @@ def test_dry_run_runs_nothing(
     assert len(fake) == 1
     assert not fake[0].calls
     assert not any(isolated_cache.iterdir()) if isolated_cache.exists() else True
+
+
+def test_remote_root_defaults(recipe: Recipe) -> None:
+    assert winrun.remote_root(recipe, {}) is None
+    assert winrun.remote_root(recipe, {"host": "localhost"}) is None
+    assert winrun.remote_root(recipe, {"host": "npu-01"}) == f"C:\\npulab\\build\\{recipe.name}"
+    assert winrun.remote_root(recipe, {"host": "npu-01", "remote_root": "D:\\b"}) == "D:\\b"

@@ -13,6 +13,7 @@ import tree_sitter_powershell
 from npulab import plan, winsteps
 from npulab.recipe import DEFAULT_RECIPE, Lfs, Recipe, load_recipe
 from npulab.winscript import CRLF, check_cmd
+from tests.winemu import phase1, phase2, split_argv
 
 PS = tree_sitter.Parser(tree_sitter.Language(tree_sitter_powershell.language()))
 
@@ -196,3 +197,14 @@ def test_hostile_data_is_quoted(recipe: Recipe) -> None:
     assert line == "git lfs pull --include a^&b/**,100%%/x,^^^(y^)^|z"
     with pytest.raises(ValueError, match="plain name"):
         winsteps.render_scripts(dataclasses.replace(r, env=dataclasses.replace(r.env, name="a&b")))
+
+
+def test_hostile_lfs_line_reaches_git_intact(recipe: Recipe) -> None:
+    include = ("a&b/**", "100%/x", "^(y)|z", 'sp ace/"q"')
+    r = dataclasses.replace(
+        recipe, upstream=dataclasses.replace(recipe.upstream, lfs=Lfs(include=include))
+    )
+    text = winsteps.render_scripts(r)["02-lfs.cmd"]
+    line = next(x for x in text.split(CRLF) if x.startswith("git lfs pull"))
+    argv = split_argv(phase2(phase1(line, env={"PATH": "C:\\x"}, batch=True)))
+    assert argv == ["git", "lfs", "pull", "--include", ",".join(include)]
