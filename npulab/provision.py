@@ -9,6 +9,7 @@ log), runs the playbook through :mod:`npulab.cmd` and prints a per-host summary 
 from __future__ import annotations
 
 import json
+import re
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -148,6 +149,30 @@ def read_recap(path: Path) -> dict[str, dict[str, int]]:
     return hosts if isinstance(hosts, dict) else {}
 
 
+_RECAP_LINE = re.compile(r"(?P<host>[^\s|]+)\s*:\s*(?P<counts>ok=\d+(?:\s+\w+=\d+)*)\s*$")
+
+
+def parse_recap_text(text: str) -> dict[str, dict[str, int]]:
+    """Per-host counts from the last ``PLAY RECAP`` in ansible-playbook output or its log file.
+
+    The fallback when the ``npulab_summary`` callback wrote nothing (another ansible.cfg, a
+    crash): log lines carry a ``... | `` prefix, ``failed=`` is named ``failures`` like the
+    callback's stats."""
+    start = text.rfind("PLAY RECAP")
+    if start < 0:
+        return {}
+    recap: dict[str, dict[str, int]] = {}
+    for line in text[start:].splitlines()[1:]:
+        found = _RECAP_LINE.search(line)
+        if found is None:
+            continue
+        counts = dict(pair.split("=") for pair in found["counts"].split())
+        recap[found["host"]] = {
+            ("failures" if k == "failed" else k): int(v) for k, v in counts.items()
+        }
+    return recap
+
+
 def run(
     options: Options,
     *,
@@ -167,8 +192,12 @@ def run(
     with tempfile.TemporaryDirectory(prefix="npulab-provision-") as tmp:
         summary = Path(tmp) / "recap.json"
         child_env["NPULAB_PROVISION_SUMMARY"] = str(summary)
+        ansible_log = Path(tmp) / "ansible.log"
+        child_env.setdefault("ANSIBLE_LOG_PATH", str(ansible_log))
         done = cmd.run(*p.argv, cwd=p.cwd, env=child_env, capture=False, check=False)
         recap = read_recap(summary)
+        if not recap and ansible_log.exists():
+            recap = parse_recap_text(ansible_log.read_text(encoding="utf-8", errors="replace"))
     print(format_summary(recap, p.hosts))
     if done.returncode != 0:
         failed = [h for h in p.hosts if not _done(recap.get(h))]

@@ -133,6 +133,38 @@ def test_recap_reader_tolerates_a_missing_or_torn_file(tmp_path: Path) -> None:
     assert provision.read_recap(tmp_path / "torn.json") == {}
 
 
+RECAP_OUTPUT = """\
+TASK [npu_driver : Probe the NPU] *****
+ok: [phx-01]
+
+PLAY RECAP *********************************************************************
+phx-01                     : ok=3    changed=1    unreachable=0    failed=0    skipped=2    rescued=0    ignored=0
+hpt-02                     : ok=0    changed=0    unreachable=1    failed=0    skipped=0    rescued=0    ignored=0
+"""  # noqa: E501
+
+
+def test_recap_text_is_parsed_per_host() -> None:
+    recap = provision.parse_recap_text(RECAP_OUTPUT)
+    assert recap == {
+        "phx-01": dict(ok=3, changed=1, unreachable=0, failures=0, skipped=2, rescued=0, ignored=0),
+        "hpt-02": dict(ok=0, changed=0, unreachable=1, failures=0, skipped=0, rescued=0, ignored=0),
+    }
+    table = provision.format_summary(recap, ["phx-01", "hpt-02"]).splitlines()
+    assert table[1].split()[:2] == ["phx-01", "changed"]
+    assert table[2].split()[:2] == ["hpt-02", "UNREACHABLE"]
+
+
+def test_recap_text_from_a_log_file_and_only_the_last_recap() -> None:
+    prefix = "2026-11-28 23:40:01,123 p=4242 u=lab n=ansible INFO| "
+    first = "PLAY RECAP ***\nphx-01 : ok=1 changed=1 unreachable=0 failed=1 skipped=0\n"
+    last = "".join(prefix + line + "\n" for line in RECAP_OUTPUT.splitlines())
+    recap = provision.parse_recap_text(first + last)
+    assert recap["phx-01"]["failures"] == 0
+    assert recap["phx-01"]["ok"] == 3
+    assert set(recap) == {"phx-01", "hpt-02"}
+    assert provision.parse_recap_text("no recap here\nok=1") == {}
+
+
 # -- real ansible-playbook -----------------------------------------------------------------------
 def _invoke(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     exe = Path(sys.executable).parent / "invoke"
@@ -170,8 +202,11 @@ def test_unpinned_installers_stop_the_run_before_any_host(tmp_path: Path) -> Non
 
 
 @pytest.mark.integration
-def test_unreachable_hosts_are_reported_per_host(tmp_path: Path) -> None:
-    """Pins filled in a copy of the tree; hosts on a closed loopback port: UNREACHABLE each."""
+@pytest.mark.parametrize("callback", [True, False], ids=["callback", "log-recap"])
+def test_unreachable_hosts_are_reported_per_host(tmp_path: Path, callback: bool) -> None:
+    """Pins filled in a copy of the tree; hosts on a closed loopback port: UNREACHABLE each.
+
+    Without the summary callback the per-host table comes from the PLAY RECAP in the log."""
     root = tmp_path / "project"
     shutil.copytree(ROOT / "ansible", root / "ansible",
                     ignore=shutil.ignore_patterns("__pycache__", ".ansible"))  # fmt: skip
@@ -193,6 +228,9 @@ def test_unreachable_hosts_are_reported_per_host(tmp_path: Path) -> None:
         (hv / f"{name}.yml").write_text("ansible_port: 9\nansible_winrm_operation_timeout_sec: 2\n"
                                         "ansible_winrm_read_timeout_sec: 3\n")  # fmt: skip
     env = _env(tmp_path, NPULAB_ROOT=str(root), NPULAB_INVENTORY=str(inv))
+    if not callback:  # the npulab_summary plugin is not found: Ansible warns and runs on
+        (tmp_path / "no-plugins").mkdir()
+        env["ANSIBLE_CALLBACK_PLUGINS"] = str(tmp_path / "no-plugins")
     done = _invoke(env, "lab.provision")
     out = done.stdout + done.stderr
     assert done.returncode == 5, out
