@@ -20,6 +20,7 @@ VSWHERE = "%ProgramFiles(x86)%\\Microsoft Visual Studio\\Installer\\vswhere.exe"
 VC_COMPONENT = "Microsoft.VisualStudio.Component.VC.Tools.x86.x64"
 VS_RANGE = "[16,17)"
 ENV_CMD = "npulab-env.cmd"
+LFS_POINTER = "version https://git-lfs.github.com/spec/v1"
 ENV_PS1 = "npulab-env.ps1"
 
 
@@ -91,6 +92,13 @@ def lfs_cmd(recipe: Recipe) -> str:
         s.cmd('cd /d "%NPULAB_TREE%"')
         s.cmd("git lfs install --local")
         s.argv("git", "lfs", "pull", "--include", include)
+        for path in recipe.upstream.lfs.required:
+            # A file still starting with the LFS pointer header was not fetched: refuse it.
+            s.set("NPULAB_F", _win(path))
+            s.raw(
+                f'findstr /b /c:"{LFS_POINTER}" "%NPULAB_TREE%\\%NPULAB_F%" >nul 2>nul',
+                "if not errorlevel 1 exit /b 4",
+            )
 
     return _stamped("lfs", body)
 

@@ -208,3 +208,15 @@ def test_hostile_lfs_line_reaches_git_intact(recipe: Recipe) -> None:
     line = next(x for x in text.split(CRLF) if x.startswith("git lfs pull"))
     argv = split_argv(phase2(phase1(line, env={"PATH": "C:\\x"}, batch=True)))
     assert argv == ["git", "lfs", "pull", "--include", ",".join(include)]
+
+
+def test_lfs_step_refuses_pointer_files(recipe: Recipe) -> None:
+    lines = winsteps.render_scripts(recipe)["02-lfs.cmd"].split(CRLF)
+    required = recipe.upstream.lfs.required
+    assert required
+    for path in required:
+        at = lines.index(f'set "NPULAB_F={path.replace("/", chr(92))}"')
+        assert lines[at + 1].startswith(
+            'findstr /b /c:"version https://git-lfs.github.com/spec/v1"'
+        )
+        assert lines[at + 2] == "if not errorlevel 1 exit /b 4"
