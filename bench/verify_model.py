@@ -1,6 +1,6 @@
 """Model verification speed: full sha256 (npulab.hashing) vs `sha256sum`, and the cheap re-verify.
 
-    /work/venv/bin/python bench/verify_model.py [--size-mib 2048] [--dir /tmp] [--keep]
+    python bench/verify_model.py [--size-mib 2048] [--dir /tmp] [--keep]
 
 Makes a multi-GB random test file, warms the page cache, then times (best of --rounds, the two
 alternating so both see the same cache state):
