@@ -21,6 +21,7 @@ from npulab.plan import Step
 from npulab.recipe import Recipe
 from npulab.transport import Transport
 from npulab.winsteps import WIN_STEPS, render_scripts, script_name
+from npulab.wrappers import write_all
 
 #: Makes the transport for a build (tests replace it with a scripted fake).
 TransportFactory = Callable[[Context], Transport]
@@ -38,15 +39,7 @@ DEFAULT_REMOTE_ROOT = "C:\\npulab\\build"
 
 def render_windows(recipe: Recipe, tree: Path, scripts: Path) -> list[Path]:
     """Staging renderer: the step scripts and npulab-env.cmd/.ps1 into ``scripts/``."""
-    scripts.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, text in render_scripts(recipe).items():
-        dest = scripts / name
-        tmp = dest.with_name(f".{name}.tmp")
-        tmp.write_bytes(text.encode("utf-8"))
-        tmp.replace(dest)
-        written.append(dest)
-    return written
+    return write_all(render_scripts(recipe), scripts)
 
 
 def _script_for(step: Step) -> str:

@@ -248,7 +248,7 @@ def render_all(entries: Sequence[EntryPoint], env: RuntimeEnv) -> dict[str, str]
 
 
 def write_all(files: dict[str, str], dest: Path) -> list[Path]:
-    """Write wrappers as UTF-8 (no BOM) bytes, CRLF kept; each via a temp file and rename."""
+    """Write scripts as UTF-8 (no BOM) bytes, CRLF kept; each via a temp file and rename."""
     dest.mkdir(parents=True, exist_ok=True)
     written = []
     for name, text in sorted(files.items()):
