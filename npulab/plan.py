@@ -20,8 +20,10 @@ from npulab.recipe import Recipe
 
 Target = Literal["stage", "windows"]
 TargetChoice = Literal["auto", "stage", "windows"]
-#: fetch/verify always run (they *are* the verification); the rest are skipped when up to date.
-ALWAYS_RUN_KINDS = frozenset({"fetch", "verify", "manifest"})
+#: fetch/verify always run (they *are* the verification), and so do the Windows checks
+#: (prerequisites, LFS objects, the import check): they read the host as it is now.
+#: The rest are skipped when up to date.
+ALWAYS_RUN_KINDS = frozenset({"fetch", "verify", "manifest", "wincheck"})
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -102,9 +102,8 @@ def _patch(ctx: Context, step: Step) -> Outcome:
         in_scope = [p for p in spec.required if (tree / p).exists()]
         filled.extend(lfs.materialize_lfs(ctx.origin, tree, in_scope))
         pointers = ctx.data.get("lfs_pointers", [])
+        # What stays a pointer is fetched by oid on the Windows host (step win-lfs).
         still.extend(p for p in pointers if p in in_scope and p not in filled)
-        if ctx.options.target == "windows" and still:
-            raise sources.incomplete_source_error([], still, src)
         _stamp(tree, sources.commit_time(src))
 
     patches.stage_patched(ctx.series, src, ctx.tree, ctx.prefixes, finish)
@@ -144,12 +143,31 @@ def _patch_intact(ctx: Context, step: Step) -> bool:
         return False
     env = {"git_dir": src.cache, "work_tree": ctx.tree, "index": _index(ctx)}
     git("update-index", "-q", "--refresh", check=False, **env)  # type: ignore[arg-type]
-    changed = git("diff-files", "--quiet", check=False, **env)  # type: ignore[arg-type]
+    changed = git("diff-files", "--name-only", "-z", **env).stdout  # type: ignore[arg-type]
     others = git("ls-files", "--others", "-z", **env).stdout  # type: ignore[arg-type]
-    if changed.returncode != 0 or others:
+    modified = [p for p in changed.split("\0") if p and not _lfs_filled(ctx, env, p)]
+    if modified or others:
         log.info("    tree/ was modified since the last build: staging it again")
         return False
     return True
+
+
+def _lfs_filled(ctx: Context, env: dict[str, Path], rel: str) -> bool:
+    """A staged LFS pointer now holding exactly its object (win-lfs on this machine filled it)
+    is the same tree, not a modification."""
+    staged = git("cat-file", "blob", f":{rel}", check=False, **env)  # type: ignore[arg-type]
+    pointer = lfs.parse_pointer(staged.stdout) if staged.returncode == 0 else None
+    if pointer is None:
+        return False
+    oid, size = pointer
+    path = ctx.tree / rel
+    if not path.is_file() or path.stat().st_size != size:
+        return False
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest() == oid
 
 
 def _render(ctx: Context, step: Step) -> Outcome:
@@ -193,8 +211,8 @@ def _manifest(ctx: Context, step: Step) -> Outcome:
     if pointers:
         ctx.warn(
             "patch",
-            f"{len(pointers)} Git LFS pointer file(s) staged without content (a Windows host "
-            "fetches them; or give a source with LFS content: "
+            f"{len(pointers)} Git LFS pointer file(s) staged without content (the Windows "
+            "build fetches them by oid in step win-lfs; or give a source with LFS content: "
             f"{sources.lfs_fix_command(pointers)})",
         )
     for p in pointers:

@@ -1,10 +1,14 @@
-"""Executor of the Windows steps (kind ``winscript``) through a :class:`Transport`.
+"""Executor of the Windows steps through a :class:`Transport`.
 
 Local on Windows, ``npulab.transport.connect(host)`` for ``invoke build --host NAME`` (the
-option ``host`` in ``Options.extra``). Each step uploads its script into the host's
-``<remote_root>\\scripts`` (option ``remote_root``; without it the script runs in place), runs it,
-saves its output to ``build/<recipe>/logs/NN-<step>.log`` and fails with the log path and
-exit code.
+option ``host`` in ``Options.extra``). For a remote host ``win-upload`` first puts ``tree\\`` and
+``scripts\\`` under ``<remote_root>`` (:mod:`npulab.winupload`); every other step runs its script
+there (or in place, on this machine), its output saved to ``build/<recipe>/logs/NN-<step>.log``,
+and fails with the log path and exit code.
+
+Resume: a stamped step (conda env, pip lock, ops\\cpp) whose inputs are unchanged is skipped only
+while the host's own stamp still holds the script's digest, so a rebuilt or wiped host is redone;
+the checks (prerequisites, LFS objects, import) run every time.
 """
 
 from __future__ import annotations
@@ -14,14 +18,25 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from npulab import log
+from npulab import log, winupload
 from npulab.build import Context, Outcome, Runner, register
 from npulab.errors import BuildStepError
 from npulab.plan import Step
 from npulab.recipe import Recipe
 from npulab.transport import Transport
-from npulab.winsteps import WIN_STEPS, render_scripts, script_name
+from npulab.winquote import quote_pwsh
+from npulab.winscript import CRLF
+from npulab.winsteps import (
+    WIN_STEPS,
+    TreeFacts,
+    remote_root,
+    render_scripts,
+    script_name,
+    stamp_digest,
+)
 from npulab.wrappers import write_all
+
+__all__ = ["TRANSPORT", "register_all", "remote_root", "render_windows"]
 
 #: Makes the transport for a build (tests replace it with a scripted fake).
 TransportFactory = Callable[[Context], Transport]
@@ -34,12 +49,11 @@ def default_transport(ctx: Context) -> Transport:
 
 
 TRANSPORT: list[TransportFactory] = [default_transport]
-DEFAULT_REMOTE_ROOT = "C:\\npulab\\build"
 
 
 def render_windows(recipe: Recipe, tree: Path, scripts: Path) -> list[Path]:
-    """Staging renderer: the step scripts and npulab-env.cmd/.ps1 into ``scripts/``."""
-    return write_all(render_scripts(recipe), scripts)
+    """Staging renderer: the step scripts, check-lock.py and npulab-env.cmd/.ps1."""
+    return write_all(render_scripts(recipe, TreeFacts.read(recipe, tree)), scripts)
 
 
 def _script_for(step: Step) -> str:
@@ -51,20 +65,29 @@ def _script_for(step: Step) -> str:
 
 
 def script_digest(ctx: Context, key: str) -> Any:
-    """Input ``winscript:<file>``: the sha256 of the rendered script."""
+    """Input ``winscript:<file>``: the sha256 of the script as rendered from this tree."""
     name = key.removeprefix("winscript:")
-    text = render_scripts(ctx.recipe).get(name)
+    text = render_scripts(ctx.recipe, TreeFacts.read(ctx.recipe, ctx.tree)).get(name)
     return hashlib.sha256(text.encode()).hexdigest() if text is not None else None
 
 
-def remote_root(recipe: Recipe, extra: dict[str, str]) -> str | None:
-    """The build dir on the host: ``remote_root``, else ``C:\\npulab\\build\\<recipe>`` for
-    a remote host; None (run in place) for this machine."""
-    if "remote_root" in extra:
-        return extra["remote_root"]
-    if extra.get("host", "local") in ("local", "localhost"):
-        return None
-    return DEFAULT_REMOTE_ROOT + "\\" + recipe.name
+def upload_content(ctx: Context, key: str) -> Any:
+    """Input ``winupload:content``: the staged tree's git tree hash, the rendered scripts'
+    digests and where they go."""
+    steps = ctx.data.get("steps", {})
+    return {
+        "tree": steps.get("patch", {}).get("detail", {}).get("tree"),
+        "scripts": steps.get("render", {}).get("detail", {}).get("files"),
+        "host": ctx.options.extra.get("host", "local"),
+        "root": remote_root(ctx.recipe, ctx.options.extra),
+    }
+
+
+def _where(ctx: Context, script: str) -> str:
+    root = remote_root(ctx.recipe, ctx.options.extra)
+    if root is None:
+        return str(ctx.scripts / script)
+    return root.rstrip("\\/") + "\\scripts\\" + script
 
 
 def _run(ctx: Context, step: Step) -> Outcome:
@@ -74,13 +97,7 @@ def _run(ctx: Context, step: Step) -> Outcome:
         msg = f"step {step.name}: {local} is missing (the render step writes it)"
         raise BuildStepError(msg, hint="invoke build (re-renders scripts/)")
     transport = TRANSPORT[0](ctx)
-    root = remote_root(ctx.recipe, ctx.options.extra)
-    remote = str(local) if root is None else root.rstrip("\\/") + "\\scripts\\" + script
-    if root is not None:
-        transport.put_file(local, remote)
-        for extra in ("npulab-env.cmd", Path(ctx.recipe.env.lock).name):
-            if (ctx.scripts / extra).is_file():
-                transport.put_file(ctx.scripts / extra, remote.rsplit("\\", 1)[0] + "\\" + extra)
+    remote = _where(ctx, script)
     if script.endswith(".ps1"):
         argv = ["powershell.exe", "-NoProfile", "-ExecutionPolicy", "Bypass", "-File", remote]
     else:
@@ -105,10 +122,101 @@ def _run(ctx: Context, step: Step) -> Outcome:
     )
 
 
+def _stamp_name(script: str) -> str:
+    return script.split("-", 1)[1].rsplit(".", 1)[0]
+
+
+def read_host_stamp(ctx: Context, name: str) -> str | None:
+    """The build host's ``.npulab-win\\<name>`` (None when absent), read through the transport
+    like everything else on the host."""
+    root = remote_root(ctx.recipe, ctx.options.extra) or str(ctx.out)
+    text = CRLF.join(
+        [
+            "# npulab-script: stamp-read v1",
+            "$ErrorActionPreference = 'Stop'",
+            f"$p = Join-Path {quote_pwsh(root)} {quote_pwsh('.npulab-win' + chr(92) + name)}",
+            "if (Test-Path -LiteralPath $p) { (Get-Content -LiteralPath $p -Raw).Trim() }",
+            "exit 0",
+        ]
+    )
+    done = TRANSPORT[0](ctx).run_script(text, shell="powershell", idempotent=True)
+    return done.stdout.strip() or None
+
+
+def _stamp_intact(ctx: Context, step: Step) -> bool:
+    """Unchanged inputs skip a stamped step only while the host's stamp still matches."""
+    script = _script_for(step)
+    expected = stamp_digest((ctx.scripts / script).read_bytes().decode("utf-8"))
+    if expected is None:
+        return True
+    found = read_host_stamp(ctx, _stamp_name(script) + ".stamp")
+    if found != expected:
+        log.info(f"    {step.name}: the host's stamp is {found or 'absent'}: running it again")
+        return False
+    return True
+
+
+def _upload(ctx: Context, step: Step) -> Outcome:
+    root = remote_root(ctx.recipe, ctx.options.extra)
+    if root is None:
+        msg = "internal: win-upload runs only for a remote host"
+        raise BuildStepError(msg)
+    archive = winupload.build_archive(ctx.out, ctx.state / "upload")
+    transport = TRANSPORT[0](ctx)
+    log.info(f"    archive: {winupload.describe(archive)}")
+    state = transport.run_script(winupload.state_ps1(root), shell="powershell", idempotent=True)
+    stamp, have = winupload.parse_state(state.stdout)
+    sent = 0
+    if stamp == archive.sha256:
+        log.info(f"    {transport.host} already holds this upload: nothing sent")
+    else:
+        for i, (name, sha) in enumerate(archive.parts, 1):
+            if have.get(name) == sha:
+                log.info(f"    upload: part {i}/{len(archive.parts)} {name} already on the host")
+                continue
+            part = ctx.state / "upload" / name
+            winupload.progress(i, len(archive.parts), name, part.stat().st_size)
+            transport.put_file(part, root.rstrip("\\/") + "\\upload\\" + name)
+            sent += 1
+        done = transport.run_script(
+            winupload.expand_ps1(root, archive), shell="powershell", check=False
+        )
+        if done.returncode != 0:
+            msg = (
+                f"win-upload: unpacking on {transport.host}:{root} failed with exit code "
+                f"{done.returncode}: {(done.stdout + done.stderr).strip()[-400:]}"
+            )
+            raise BuildStepError(msg, hint="invoke build again (parts already sent are kept)")
+    for name, _ in archive.parts:
+        (ctx.state / "upload" / name).unlink(missing_ok=True)
+    archive.path.unlink(missing_ok=True)
+    return Outcome(
+        detail={
+            "host": transport.host,
+            "root": root,
+            "sha256": archive.sha256,
+            "bytes": archive.size,
+            "parts": len(archive.parts),
+            "parts_sent": sent,
+        }
+    )
+
+
+def _upload_intact(ctx: Context, step: Step) -> bool:
+    root = remote_root(ctx.recipe, ctx.options.extra)
+    before = ctx.previous.get("steps", {}).get(step.name, {}).get("detail", {})
+    if root is None or not before.get("sha256"):
+        return False
+    return read_host_stamp(ctx, "upload.sha256") == str(before["sha256"])
+
+
 def register_all() -> None:
     from npulab import build, stagesteps
 
-    register("winscript", Runner(run=_run))
+    register("winscript", Runner(run=_run, intact=_stamp_intact))
+    register("wincheck", Runner(run=_run))
+    register("winupload", Runner(run=_upload, intact=_upload_intact))
     build.INPUT_PROVIDERS["winscript:"] = script_digest
+    build.INPUT_PROVIDERS["winupload:"] = upload_content
     if render_windows not in stagesteps.RENDERERS:
         stagesteps.RENDERERS.append(render_windows)

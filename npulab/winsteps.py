@@ -9,10 +9,14 @@ prerequisite and import checks are read-only and always run.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
+from npulab import paths
 from npulab.plan import Options, Step
 from npulab.recipe import Recipe
+from npulab.winlfs import LfsObject, lfs_ps1, pointer_objects
 from npulab.winquote import quote_pwsh
 from npulab.winscript import CRLF, CmdScript, env_lines_cmd, env_lines_ps1, safe_name
 
@@ -20,27 +24,76 @@ VSWHERE = "%ProgramFiles(x86)%\\Microsoft Visual Studio\\Installer\\vswhere.exe"
 VC_COMPONENT = "Microsoft.VisualStudio.Component.VC.Tools.x86.x64"
 VS_RANGE = "[16,17)"
 ENV_CMD = "npulab-env.cmd"
-LFS_POINTER = "version https://git-lfs.github.com/spec/v1"
 ENV_PS1 = "npulab-env.ps1"
+CHECK_LOCK = "check-lock.py"
+#: The mutating steps in order: running one invalidates the host stamps of those after it.
+STAMPED = ("conda-env", "pip-lock", "ops-cpp")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TreeFacts:
+    """What the scripts depend on beyond the recipe, read from the staged tree and the lock.
+
+    Rendered into the scripts (``rem input:`` lines, the LFS table), so a changed env.yaml, lock,
+    ops\\cpp source or LFS object changes exactly the scripts that use it: their digests drive
+    both the manifest's resume and the host's stamps."""
+
+    lfs_objects: tuple[LfsObject, ...] = ()
+    env_file_sha256: str = "not-staged"
+    lock_sha256: str = "missing"
+    ops_cpp_sha256: str = "not-staged"
+
+    @classmethod
+    def read(cls, recipe: Recipe, tree: Path) -> TreeFacts:
+        stack = tree / recipe.upstream.subdir
+        ops = [stack / "setup.bat", *sorted((stack / "ops" / "cpp").rglob("*"))]
+        h = hashlib.sha256()
+        for path in ops:
+            if path.is_file():
+                h.update(path.relative_to(tree).as_posix().encode() + b"\0")
+                h.update(_sha(path).encode())
+        return cls(
+            lfs_objects=tuple(pointer_objects(tree, recipe)) if tree.is_dir() else (),
+            env_file_sha256=_sha(tree / recipe.env.env_file),
+            lock_sha256=_sha(paths.project_root() / recipe.env.lock, "missing"),
+            ops_cpp_sha256=h.hexdigest() if stack.is_dir() else "not-staged",
+        )
+
+
+def _sha(path: Path, absent: str = "not-staged") -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return absent
 
 
 def _win(path: str) -> str:
     return path.replace("/", "\\")
 
 
-def _stamped(name: str, build: Callable[[CmdScript], None]) -> str:
-    """A mutating step: skipped when its stamp holds this script's digest."""
-    body = CmdScript(lines=[])
+def _stamped(name: str, build: Callable[[CmdScript], None], inputs: Sequence[str] = ()) -> str:
+    """A mutating step: skipped when its stamp holds this script's digest.
+
+    ``inputs`` become ``rem input:`` lines (digests of what the step reads), so they are part of
+    the digest. Running the step first removes its own stamp and those of the later steps in
+    :data:`STAMPED` (they built on what this step is about to change)."""
+    body = CmdScript(lines=[f"rem input: {line}" for line in inputs])
     build(body)
     digest = hashlib.sha256("\r\n".join(body.lines).encode()).hexdigest()[:32]
     s = CmdScript()
     stamp = f"%NPULAB_STATE%\\{safe_name(name)}.stamp"
+    s.cmd('if not exist "%NPULAB_STATE%" mkdir "%NPULAB_STATE%"')
     s.raw(
         f'findstr /x /c:{digest} "{stamp}" >nul 2>nul',
         "if not errorlevel 1 goto :uptodate",
     )
+    # findstr left errorlevel 1; VER clears it (TYPE below would too, but only on success).
+    s.cmd("ver >nul")
+    later = STAMPED[STAMPED.index(name) :] if name in STAMPED else (name,)
+    for other in later:
+        # An empty stamp never matches a digest: this step and the later ones will run.
+        s.cmd(f'type nul >"%NPULAB_STATE%\\{other}.stamp"')
     s.lines += body.lines
-    s.cmd('if not exist "%NPULAB_STATE%" mkdir "%NPULAB_STATE%"')
     s.cmd(f'>"{stamp}" echo {digest}')
     s.raw("exit /b 0", ":uptodate", f"echo {name}: up to date (stamp {digest})", "exit /b 0")
     return s.text()
@@ -50,7 +103,7 @@ def _activate(s: CmdScript, env_name: str) -> None:
     s.cmd(f'call "%NPULAB_CONDA_ROOT%\\condabin\\conda.bat" activate {safe_name(env_name)}')
 
 
-def prereqs_ps1(recipe: Recipe) -> str:
+def prereqs_ps1(recipe: Recipe, facts: TreeFacts) -> str:
     """Read-only: conda, git + git lfs, VS 2019 C++ v142 (vswhere), cmake, long paths."""
     lines = [
         "$ErrorActionPreference = 'Stop'",
@@ -60,7 +113,11 @@ def prereqs_ps1(recipe: Recipe) -> str:
         "if (-not (Test-Path (Join-Path $condaRoot 'condabin\\conda.bat'))) "
         '{ $missing += "conda (Miniconda at $condaRoot; set NPULAB_CONDA_ROOT)" }',
         "if (-not (Get-Command git -ErrorAction SilentlyContinue)) { $missing += 'git' }",
-        "else { & git lfs version *> $null; if ($LASTEXITCODE -ne 0) { $missing += 'git lfs' } }",
+        # Windows PowerShell 5.1 turns a native program's redirected stderr into a terminating
+        # error under 'Stop': relax it around the one probe that writes to stderr when absent.
+        "else { $ErrorActionPreference = 'Continue'; & git lfs version *> $null; "
+        "$lfsOk = $LASTEXITCODE -eq 0; $ErrorActionPreference = 'Stop'; "
+        "if (-not $lfsOk) { $missing += 'git lfs' } }",
         "$vswhere = Join-Path ${env:ProgramFiles(x86)} "
         "'Microsoft Visual Studio\\Installer\\vswhere.exe'",
         "$vs = $null",
@@ -85,25 +142,12 @@ def prereqs_ps1(recipe: Recipe) -> str:
     return CRLF.join(lines) + CRLF
 
 
-def lfs_cmd(recipe: Recipe) -> str:
-    include = ",".join(recipe.upstream.lfs.include)
-
-    def body(s: CmdScript) -> None:
-        s.cmd('cd /d "%NPULAB_TREE%"')
-        s.cmd("git lfs install --local")
-        s.argv("git", "lfs", "pull", "--include", include)
-        for path in recipe.upstream.lfs.required:
-            # A file still starting with the LFS pointer header was not fetched: refuse it.
-            s.set("NPULAB_F", _win(path))
-            s.raw(
-                f'findstr /b /c:"{LFS_POINTER}" "%NPULAB_TREE%\\%NPULAB_F%" >nul 2>nul',
-                "if not errorlevel 1 exit /b 4",
-            )
-
-    return _stamped("lfs", body)
+def lfs_step_ps1(recipe: Recipe, facts: TreeFacts) -> str:
+    """Fetch every LFS object the staged tree lacks by oid (:mod:`npulab.winlfs`)."""
+    return lfs_ps1(recipe, facts.lfs_objects)
 
 
-def conda_env_cmd(recipe: Recipe) -> str:
+def conda_env_cmd(recipe: Recipe, facts: TreeFacts) -> str:
     name = safe_name(recipe.env.name)
 
     def body(s: CmdScript) -> None:
@@ -123,10 +167,11 @@ def conda_env_cmd(recipe: Recipe) -> str:
         )
         s.raw(":done")
 
-    return _stamped("conda-env", body)
+    return _stamped("conda-env", body, [f"env.yaml sha256 {facts.env_file_sha256}"])
 
 
-def pip_lock_cmd(recipe: Recipe) -> str:
+def pip_lock_cmd(recipe: Recipe, facts: TreeFacts) -> str:
+    """Install the hash-locked requirements, then refuse drift (exit 5 naming the packages)."""
     lock = _win(recipe.env.lock).rsplit("\\", 1)[-1]
 
     def body(s: CmdScript) -> None:
@@ -135,11 +180,12 @@ def pip_lock_cmd(recipe: Recipe) -> str:
         s.cmd(
             'python -m pip install --require-hashes --no-deps -r "%~dp0%NPULAB_LOCK%"',
         )
+        s.cmd(f'python "%~dp0{CHECK_LOCK}" "%~dp0%NPULAB_LOCK%"')
 
-    return _stamped("pip-lock", body)
+    return _stamped("pip-lock", body, [f"{lock} sha256 {facts.lock_sha256}"])
 
 
-def ops_cpp_cmd(recipe: Recipe) -> str:
+def ops_cpp_cmd(recipe: Recipe, facts: TreeFacts) -> str:
     """VS 2019 dev env, conda env, ``call setup.bat``, ``pip install ops\\cpp`` in ONE session."""
 
     def body(s: CmdScript) -> None:
@@ -157,10 +203,10 @@ def ops_cpp_cmd(recipe: Recipe) -> str:
         s.cmd("call setup.bat")
         s.cmd("python -m pip install ops\\cpp --force-reinstall")
 
-    return _stamped("ops-cpp", body)
+    return _stamped("ops-cpp", body, [f"ops\\cpp and setup.bat sha256 {facts.ops_cpp_sha256}"])
 
 
-def import_check_cmd(recipe: Recipe) -> str:
+def import_check_cmd(recipe: Recipe, facts: TreeFacts) -> str:
     s = CmdScript()
     _activate(s, recipe.env.name)
     s.cmd(f'call "%~dp0{ENV_CMD}"')
@@ -169,8 +215,10 @@ def import_check_cmd(recipe: Recipe) -> str:
     return s.text()
 
 
+Renderer = Callable[[Recipe, TreeFacts], str]
+
 #: (step name, script suffix, renderer, what it runs) in build order.
-WIN_STEPS: tuple[tuple[str, str, Callable[[Recipe], str], str], ...] = (
+WIN_STEPS: tuple[tuple[str, str, Renderer, str], ...] = (
     (
         "win-prereqs",
         "ps1",
@@ -178,7 +226,13 @@ WIN_STEPS: tuple[tuple[str, str, Callable[[Recipe], str], str], ...] = (
         "check conda, git + git lfs, VS 2019 C++ v142 (vswhere -version [16,17) -requires "
         f"{VC_COMPONENT}), cmake, LongPathsEnabled",
     ),
-    ("win-lfs", "cmd", lfs_cmd, "git lfs pull --include <upstream.lfs.include>"),
+    (
+        "win-lfs",
+        "ps1",
+        lfs_step_ps1,
+        "fetch the LFS objects under <upstream.lfs.include> by oid (git lfs smudge against "
+        "<upstream.repo_url>), verify sha256 + size, replace the pointers",
+    ),
     (
         "win-conda-env",
         "cmd",
@@ -189,7 +243,7 @@ WIN_STEPS: tuple[tuple[str, str, Callable[[Recipe], str], str], ...] = (
         "win-pip-lock",
         "cmd",
         pip_lock_cmd,
-        "pip install --require-hashes --no-deps -r <env.lock>",
+        "pip install --require-hashes --no-deps -r <env.lock>, then check-lock.py (no drift)",
     ),
     (
         "win-ops-cpp",
@@ -212,15 +266,20 @@ def script_name(index: int, step: str, suffix: str) -> str:
     return f"{index:02d}-{step.removeprefix('win-')}.{suffix}"
 
 
-def render_scripts(recipe: Recipe) -> dict[str, str]:
-    """File name -> text for every Windows step plus the runtime env files."""
+def render_scripts(recipe: Recipe, facts: TreeFacts | None = None) -> dict[str, str]:
+    """File name -> text for every Windows step, the lock checker and the runtime env files.
+
+    ``facts`` come from the staged tree (:meth:`TreeFacts.read`); without them (plans, docs)
+    the scripts name their tree inputs as not staged."""
+    facts = facts or TreeFacts()
     out = {
-        script_name(i, name, suffix): render(recipe)
+        script_name(i, name, suffix): render(recipe, facts)
         for i, (name, suffix, render, _) in enumerate(WIN_STEPS, 1)
     }
     env = runtime_env(recipe)
     out[ENV_CMD] = env_lines_cmd(env)
     out[ENV_PS1] = env_lines_ps1(env)
+    out[CHECK_LOCK] = (Path(__file__).parent / "check_lock.py").read_text(encoding="utf-8")
     return out
 
 
@@ -269,15 +328,51 @@ def safe_name_path(path: str) -> str:
     return path
 
 
+DEFAULT_REMOTE_ROOT = "C:\\npulab\\build"
+#: Step kinds: read-only checks run every build; stamped steps are skipped when up to date.
+KINDS = {"win-prereqs": "wincheck", "win-lfs": "wincheck", "win-import-check": "wincheck"}
+
+
+def remote_root(recipe: Recipe, extra: dict[str, str]) -> str | None:
+    """The build dir on the host: ``remote_root``, else ``C:\\npulab\\build\\<recipe>`` for
+    a remote host; None (run in place) for this machine."""
+    if "remote_root" in extra:
+        return extra["remote_root"]
+    if extra.get("host", "local") in ("local", "localhost"):
+        return None
+    return DEFAULT_REMOTE_ROOT + "\\" + recipe.name
+
+
+def stamp_digest(script: str) -> str | None:
+    """The digest a stamped step writes to its stamp (None for unstamped scripts)."""
+    for line in script.splitlines():
+        if line.startswith("findstr /x /c:"):
+            return line.split()[2].removeprefix("/c:")
+    return None
+
+
 def planner(recipe: Recipe, options: Options) -> list[Step]:
-    """The Windows steps, each depending on its own rendered script (``winscript:<file>``)."""
+    """The Windows steps, each depending on its own rendered script (``winscript:<file>``); for
+    a remote host, ``win-upload`` first puts ``tree\\`` and ``scripts\\`` there."""
     steps = []
+    root = remote_root(recipe, options.extra)
+    if root is not None:
+        steps.append(
+            Step(
+                name="win-upload",
+                kind="winupload",
+                description=f"upload tree\\ and scripts\\ to {options.extra.get('host')}:{root} "
+                "(zip in 8 MiB parts, sha256-checked, resumable; swapped in whole)",
+                inputs=("winupload:content",),
+                where="windows",
+            )
+        )
     for i, (name, suffix, _, what) in enumerate(WIN_STEPS, 1):
         script = script_name(i, name, suffix)
         steps.append(
             Step(
                 name=name,
-                kind="winscript",
+                kind=KINDS.get(name, "winscript"),
                 description=f"scripts\\{script}: {what}",
                 inputs=(f"winscript:{script}",),
                 where="windows",

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 from pathlib import Path
 
+#: The real content behind the upstream's LFS pointer file (what a Windows host fetches).
+LFS_CONTENT = b"MZ" + bytes(range(256)) * 48
 LFS_POINTER = (
     "version https://git-lfs.github.com/spec/v1\n"
-    "oid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\n"
-    "size 12345\n"
+    f"oid sha256:{hashlib.sha256(LFS_CONTENT).hexdigest()}\n"
+    f"size {len(LFS_CONTENT)}\n"
 )
 
 GIT_ENV = {

@@ -2,36 +2,56 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import io
+import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from npulab import build, manifest, plan, winrun
+from npulab import build, manifest, plan, winrun, winsteps, winupload
 from npulab.cmd import Completed
 from npulab.errors import BuildStepError
 from npulab.patches import Series
 from npulab.recipe import DEFAULT_RECIPE, Recipe, load_recipe
 from npulab.sources import Origin
 from npulab.workflow import run_build
+from tests.pwsh import string_values
 
 
 class FakeTransport:
-    """Answers each script run with the scripted exit code (default 0) and records calls."""
+    """A Windows host in miniature: runs step scripts with the scripted exit code (default 0),
+    keeps the stamps a succeeding stamped script writes, answers the stamp and upload scripts
+    and records every call."""
 
-    def __init__(self, codes: dict[str, int] | None = None) -> None:
-        self.codes = codes if codes is not None else {}
+    def __init__(self, host: dict[str, Any]) -> None:
+        self.state = host  # shared by every transport of one test: the host's disk
         self.calls: list[tuple[str, ...]] = []
         self.uploads: list[str] = []
+        self.scripts: list[str] = []
 
     host = "fake-npu"
     is_windows = True
+
+    @property
+    def codes(self) -> dict[str, int]:
+        return self.state["codes"]  # type: ignore[no-any-return]
 
     def run(self, argv: Sequence[str], **kw: Any) -> Completed:
         self.calls.append(tuple(argv))
         script = argv[-1].replace("/", "\\").rsplit("\\", 1)[-1]
         code = self.codes.get(script, 0)
+        text = (self.state["scripts_dir"] / script).read_bytes().decode("utf-8")
+        for line in text.split("\r\n"):  # what the script does first: empty later stamps
+            if line.startswith('type nul >"%NPULAB_STATE%'):
+                self.state["stamps"][line.rsplit("\\", 1)[-1].rstrip('"')] = ""
+        if code == 0:
+            digest = winsteps.stamp_digest(text)
+            if digest is not None:
+                self.state["stamps"][script.split("-", 1)[1].rsplit(".", 1)[0] + ".stamp"] = digest
         return Completed(
             argv=tuple(argv),
             returncode=code,
@@ -40,12 +60,36 @@ class FakeTransport:
         )
 
     def run_script(self, script: str, **kw: Any) -> Completed:
-        msg = "steps upload and run files"
-        raise AssertionError(msg)
+        marker = script.split("\r\n", 1)[0]
+        self.scripts.append(marker)
+        out, rc = "", 0
+        if marker == "# npulab-script: stamp-read v1":
+            name = string_values(script)[-1].rsplit("\\", 1)[-1]
+            out = self.state["stamps"].get(name, "")
+        elif marker == "# npulab-script: upload-state v1":
+            lines = [
+                f"part {n} {hashlib.sha256(d).hexdigest()}" for n, d in self.state["parts"].items()
+            ]
+            if "upload.sha256" in self.state["stamps"]:
+                lines.insert(0, "stamp " + self.state["stamps"]["upload.sha256"])
+            out = "\n".join(lines)
+        elif marker == "# npulab-script: upload-expand v1":
+            rc = self.codes.get("expand", 0)
+            if rc == 0:
+                sha = script.split("$sha = '", 1)[1].split("'", 1)[0]
+                data = b"".join(self.state["parts"][n] for n in sorted(self.state["parts"]))
+                assert hashlib.sha256(data).hexdigest() == sha
+                self.state["unpacked"] = zipfile.ZipFile(io.BytesIO(data)).namelist()
+                self.state["parts"].clear()
+                self.state["stamps"]["upload.sha256"] = sha
+        else:
+            raise AssertionError(marker)
+        return Completed(argv=("powershell",), returncode=rc, stdout=out, stderr="")
 
     def put_file(self, local: Path, remote: str, *, dry_run: bool = False) -> None:
         assert local.is_file()
         self.uploads.append(remote)
+        self.state["parts"][remote.rsplit("\\", 1)[-1]] = local.read_bytes()
 
     def get_file(self, remote: str, local: Path) -> None:
         msg = "not used"
@@ -60,14 +104,15 @@ def recipe(project_root: Path) -> Recipe:
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[FakeTransport]]:
     made: list[FakeTransport] = []
-    codes: dict[str, int] = {}
+    host: dict[str, Any] = {"codes": {}, "stamps": {}, "parts": {}}
 
     def factory(ctx: build.Context) -> FakeTransport:
-        made.append(FakeTransport(codes))
+        host["scripts_dir"] = ctx.scripts
+        made.append(FakeTransport(host))
         return made[-1]
 
     monkeypatch.setattr(winrun, "TRANSPORT", [factory])
-    made.append(FakeTransport(codes))  # made[0].codes is the shared script of exit codes
+    made.append(FakeTransport(host))  # made[0].state is the host everybody shares
     return made
 
 
@@ -86,13 +131,25 @@ def _run(recipe: Recipe, out: Path, extra: dict[str, str]) -> dict[str, str]:
         out=out,
         series=Series(directory=out, patches=()),
         previous=manifest.load(out),
-        data={"steps": {}},
+        data={"steps": {"patch": {"detail": {"tree": "t" * 40}}}},
     )
+    env_yaml = ctx.tree / recipe.env.env_file
+    env_yaml.parent.mkdir(parents=True, exist_ok=True)
+    env_yaml.write_text("name: x\n")
     winrun.render_windows(recipe, ctx.tree, ctx.scripts)
     statuses = {}
-    for step in _windows_steps(recipe, options):
-        statuses[step.name] = build._run_step(ctx, step, build.RUNNERS[step.kind])
-    manifest.save(out, ctx.data)
+    try:
+        for step in _windows_steps(recipe, options):
+            statuses[step.name] = build._run_step(ctx, step, build.RUNNERS[step.kind])
+    finally:
+        manifest.save(
+            out,
+            {
+                **ctx.previous,
+                **ctx.data,
+                "steps": {**ctx.previous.get("steps", {}), **ctx.data["steps"]},
+            },
+        )
     return statuses
 
 
@@ -100,25 +157,47 @@ def _ran(made: list[FakeTransport]) -> list[str]:
     return [c[-1].replace("/", "\\").rsplit("\\", 1)[-1] for t in made[1:] for c in t.calls]
 
 
+def _fresh(made: list[FakeTransport]) -> None:
+    """Forget the calls so far (the host keeps its state)."""
+    del made[1:]
+
+
+ALL = [
+    "01-prereqs.ps1",
+    "02-lfs.ps1",
+    "03-conda-env.cmd",
+    "04-pip-lock.cmd",
+    "05-ops-cpp.cmd",
+    "06-import-check.cmd",
+]
+
+
 def test_failing_step_stops_with_log_and_exit_code(
     recipe: Recipe, tmp_path: Path, fake: list[FakeTransport]
 ) -> None:
     fake[0].codes["04-pip-lock.cmd"] = 7
     out = tmp_path / "b"
-    out.mkdir()
     with pytest.raises(BuildStepError) as err:
-        _run(recipe, out, {"remote_root": "C:\\npulab\\b"})
+        _run(recipe, out, {"host": "npu-01", "remote_root": "C:\\npulab\\b"})
     log_path = out / "logs" / "04-pip-lock.log"
     assert "win-pip-lock" in str(err.value)
     assert "exit code 7" in str(err.value)
     assert str(log_path) in str(err.value)
     assert "boom" in log_path.read_text()
     assert "--- exit code 7" in log_path.read_text()
-    assert _ran(fake) == ["01-prereqs.ps1", "02-lfs.cmd", "03-conda-env.cmd", "04-pip-lock.cmd"]
-    assert fake[1].calls[0][:2] == ("powershell.exe", "-NoProfile")
-    assert fake[2].calls[0][:4] == ("cmd.exe", "/d", "/v:off", "/c")
-    assert "C:\\npulab\\b\\scripts\\02-lfs.cmd" in fake[2].uploads
+    assert _ran(fake) == ALL[:4]
+    steps = [c for t in fake[1:] for c in t.calls]
+    assert steps[0][:2] == ("powershell.exe", "-NoProfile")
+    assert steps[0][-1] == "C:\\npulab\\b\\scripts\\01-prereqs.ps1"
+    assert steps[2][:4] == ("cmd.exe", "/d", "/v:off", "/c")
+    uploads = [u for t in fake[1:] for u in t.uploads]
+    assert uploads
+    assert all(u.startswith("C:\\npulab\\b\\upload\\") for u in uploads)
+    unpacked = fake[0].state["unpacked"]
+    assert "scripts/04-pip-lock.cmd" in unpacked
+    assert f"tree/{recipe.env.env_file}" in unpacked
     saved = manifest.load(out)
+    assert saved["steps"]["win-upload"]["status"] == "done"
     assert saved["steps"]["win-conda-env"]["status"] == "done"
     assert saved["steps"]["win-pip-lock"]["status"] == "failed"
 
@@ -127,35 +206,68 @@ def test_rerun_resumes_after_last_good_step(
     recipe: Recipe, tmp_path: Path, fake: list[FakeTransport]
 ) -> None:
     out = tmp_path / "b"
-    out.mkdir()
     fake[0].codes["05-ops-cpp.cmd"] = 2
     with pytest.raises(BuildStepError, match="exit code 2"):
         _run(recipe, out, {})
-    del fake[1:]
+    _fresh(fake)
     fake[0].codes.clear()
     statuses = _run(recipe, out, {})
-    assert _ran(fake) == ["05-ops-cpp.cmd", "06-import-check.cmd"]
-    assert statuses["win-prereqs"] == "up-to-date"
+    # The checks run every time; the stamped steps that succeeded are not redone.
+    assert _ran(fake) == ["01-prereqs.ps1", "02-lfs.ps1", "05-ops-cpp.cmd", "06-import-check.cmd"]
+    assert statuses["win-conda-env"] == statuses["win-pip-lock"] == "up-to-date"
     assert statuses["win-ops-cpp"] == "done"
-    # A changed input (here: the rendered lock script) re-runs exactly that step.
-    del fake[1:]
-    changed = recipe.__class__(
-        **{
-            **recipe.__dict__,
-            "env": recipe.env.__class__(
-                **{**recipe.env.__dict__, "lock": "recipes/locks/other.txt"}
-            ),
-        }
+    # A changed input (here: the lock) re-runs that step and the one built on it.
+    _fresh(fake)
+    changed = dataclasses.replace(
+        recipe, env=dataclasses.replace(recipe.env, lock="recipes/locks/other.txt")
     )
     _run(changed, out, {})
-    assert _ran(fake) == ["04-pip-lock.cmd"]
+    assert _ran(fake) == [
+        "01-prereqs.ps1",
+        "02-lfs.ps1",
+        "04-pip-lock.cmd",
+        "05-ops-cpp.cmd",
+        "06-import-check.cmd",
+    ]
+
+
+def test_wiped_host_is_rebuilt(recipe: Recipe, tmp_path: Path, fake: list[FakeTransport]) -> None:
+    out = tmp_path / "b"
+    _run(recipe, out, {"host": "npu-01"})
+    _fresh(fake)
+    assert _run(recipe, out, {"host": "npu-01"})["win-conda-env"] == "up-to-date"
+    assert _ran(fake) == ["01-prereqs.ps1", "02-lfs.ps1", "06-import-check.cmd"]
+    assert not [u for t in fake[1:] for u in t.uploads], "the host holds this upload"
+    _fresh(fake)
+    fake[0].state["stamps"].clear()  # a reinstalled machine under the same name
+    statuses = _run(recipe, out, {"host": "npu-01"})
+    assert statuses["win-upload"] == "done"
+    assert _ran(fake) == ALL
+
+
+def test_interrupted_upload_resumes_without_resending_parts(
+    recipe: Recipe, tmp_path: Path, fake: list[FakeTransport], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(winupload, "PART_SIZE", 64)
+    out = tmp_path / "b"
+    fake[0].codes["expand"] = 5
+    with pytest.raises(BuildStepError, match="unpacking on fake-npu") as err:
+        _run(recipe, out, {"host": "npu-01"})
+    assert "parts already sent are kept" in str(err.value.hint)
+    sent = [u for t in fake[1:] for u in t.uploads]
+    assert len(sent) > 2
+    _fresh(fake)
+    fake[0].codes.clear()
+    _run(recipe, out, {"host": "npu-01"})
+    assert not [u for t in fake[1:] for u in t.uploads], "every part was already on the host"
+    assert fake[0].state["stamps"]["upload.sha256"]
+    assert not list((out / ".npulab" / "upload").iterdir()), "local parts are cleaned up"
 
 
 def test_local_run_uploads_nothing(
     recipe: Recipe, tmp_path: Path, fake: list[FakeTransport]
 ) -> None:
     out = tmp_path / "b"
-    out.mkdir()
     _run(recipe, out, {})
     assert all(not t.uploads for t in fake)
     assert fake[1].calls[0][-1] == str(out / "scripts" / "01-prereqs.ps1")
@@ -169,7 +281,8 @@ def test_dry_run_runs_nothing(
 ) -> None:
     assert run_build(DEFAULT_RECIPE, target="windows", dry_run=True, extra={"host": "x"}) is None
     text = capsys.readouterr().out
-    for n, name in enumerate(["win-prereqs", "win-lfs", "win-conda-env", "win-pip-lock"], 5):
+    names = ["win-upload", "win-prereqs", "win-lfs", "win-conda-env", "win-pip-lock"]
+    for n, name in enumerate(names, 5):
         assert f"{n:2}. {name} [windows]" in text
     assert "pip install ops\\cpp --force-reinstall" in text
     assert "import qlinear, RyzenAI" in text

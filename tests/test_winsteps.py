@@ -7,15 +7,14 @@ import hashlib
 from pathlib import Path
 
 import pytest
-import tree_sitter
-import tree_sitter_powershell
 
-from npulab import plan, winsteps
+from npulab import plan, winsteps, winupload
 from npulab.recipe import DEFAULT_RECIPE, Lfs, Recipe, load_recipe
+from npulab.winlfs import LfsObject
 from npulab.winscript import CRLF, check_cmd
-from tests.winemu import phase1, phase2, split_argv
-
-PS = tree_sitter.Parser(tree_sitter.Language(tree_sitter_powershell.language()))
+from npulab.winsteps import TreeFacts
+from tests.pwsh import bad_nodes, string_values
+from tests.winemu import phase1
 
 WIN_NAMES = [
     "win-prereqs",
@@ -32,15 +31,26 @@ def recipe(project_root: Path) -> Recipe:
     return load_recipe(project_root / "recipes" / f"{DEFAULT_RECIPE}.yaml")
 
 
-def _bad_nodes(text: str) -> list[str]:
-    out = []
-    stack = [PS.parse(text.encode()).root_node]
-    while stack:
-        node = stack.pop()
-        if node.type == "ERROR" or node.is_missing:
-            out.append(f"{node.type} at {node.start_point}")
-        stack.extend(node.children)
-    return out
+def _pointer(data: bytes) -> str:
+    oid = hashlib.sha256(data).hexdigest()
+    return LfsObject(path="", oid=oid, size=len(data), required=False).pointer_text()
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    """A staged tree with what the scripts read: env.yaml, setup.bat, ops\\cpp, LFS pointers."""
+    files = {
+        "example/transformers/env.yaml": "name: ryzenai-transformers\n",
+        "example/transformers/setup.bat": "@echo off\r\n",
+        "example/transformers/ops/cpp/setup.py": "# build\n",
+        "example/transformers/third_party/lib/tvm_ipu.dll": _pointer(b"tvm"),
+        "example/transformers/dll/phx/qlinear/libGemm.dll": _pointer(b"gemm"),
+        "example/transformers/ext/smoothquant/act_scales/opt.pt": _pointer(b"scales"),
+    }
+    for rel, text in files.items():
+        (tmp_path / "tree" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "tree" / rel).write_text(text)
+    return tmp_path / "tree"
 
 
 def test_windows_plan_exact_order(recipe: Recipe) -> None:
@@ -48,38 +58,56 @@ def test_windows_plan_exact_order(recipe: Recipe) -> None:
     names = [s.name for s in steps]
     assert names == ["fetch", "verify", "patch", "render", *WIN_NAMES, "manifest"]
     win = [s for s in steps if s.where == "windows"]
-    assert [s.kind for s in win] == ["winscript"] * 6
+    assert [s.kind for s in win] == [
+        "wincheck",
+        "wincheck",
+        "winscript",
+        "winscript",
+        "winscript",
+        "wincheck",
+    ]
     assert [s.inputs for s in win] == [
         ("winscript:01-prereqs.ps1",),
-        ("winscript:02-lfs.cmd",),
+        ("winscript:02-lfs.ps1",),
         ("winscript:03-conda-env.cmd",),
         ("winscript:04-pip-lock.cmd",),
         ("winscript:05-ops-cpp.cmd",),
         ("winscript:06-import-check.cmd",),
     ]
     assert not [s for s in plan.plan(recipe, plan.Options()) if s.where == "windows"]
+    # A remote host gets the staged tree and scripts first.
+    remote = plan.plan(recipe, plan.Options(target="windows", extra={"host": "npu-01"}))
+    win = [s for s in remote if s.where == "windows"]
+    assert [s.name for s in win] == ["win-upload", *WIN_NAMES]
+    assert win[0].kind == "winupload"
+    assert f"npu-01:C:\\npulab\\build\\{recipe.name}" in win[0].description
 
 
-def test_step_commands(recipe: Recipe) -> None:
-    s = winsteps.render_scripts(recipe)
+def test_step_commands(recipe: Recipe, tree: Path) -> None:
+    s = winsteps.render_scripts(recipe, TreeFacts.read(recipe, tree))
     assert (
         "-version '[16,17)' -requires 'Microsoft.VisualStudio.Component.VC.Tools.x86.x64'"
         in (s["01-prereqs.ps1"])
     )
     assert "LongPathsEnabled" in s["01-prereqs.ps1"]
-    assert (
-        "git lfs pull --include example/transformers/third_party/**,"
-        "example/transformers/dll/phx/**\r\nif errorlevel 1" in s["02-lfs.cmd"]
-    )
+    lfs = string_values(s["02-lfs.ps1"])
+    assert "example\\transformers\\third_party\\lib\\tvm_ipu.dll" in lfs
+    assert "example\\transformers\\dll\\phx\\qlinear\\libGemm.dll" in lfs
+    assert not [v for v in lfs if "smoothquant" in v], "not under upstream.lfs.include"
+    assert recipe.upstream.repo_url in lfs
     assert "env create -n ryzenai-transformers -f" in s["03-conda-env.cmd"]
     assert "env update -n ryzenai-transformers -f" in s["03-conda-env.cmd"]
     assert 'set "NPULAB_ENV_FILE=example\\transformers\\env.yaml"' in s["03-conda-env.cmd"]
+    env_sha = hashlib.sha256(b"name: ryzenai-transformers\n").hexdigest()
+    assert f"rem input: env.yaml sha256 {env_sha}" in s["03-conda-env.cmd"]
     assert "pip install --require-hashes --no-deps -r" in s["04-pip-lock.cmd"]
     assert Path(recipe.env.lock).name in s["04-pip-lock.cmd"]
+    assert 'python "%~dp0check-lock.py" "%~dp0%NPULAB_LOCK%"' in s["04-pip-lock.cmd"]
+    assert s["check-lock.py"] == (Path(winsteps.__file__).parent / "check_lock.py").read_text()
     ops = s["05-ops-cpp.cmd"].split(CRLF)
     order = [
         next(i for i, line in enumerate(ops) if needle in line)
-        for needle in ("vswhere", "vcvars64.bat", "activate", "call setup.bat", "ops\\cpp")
+        for needle in ("vswhere", "vcvars64.bat", "activate", "call setup.bat", "pip install ops")
     ]
     assert order == sorted(order), "VS env, conda, setup.bat, then ops\\cpp in one session"
     assert "python -m pip install ops\\cpp --force-reinstall" in ops
@@ -112,11 +140,14 @@ def test_runtime_env_sets_exactly(recipe: Recipe) -> None:
     assert [line.split("=")[0] for line in sets] == [f'set "{k}' for k in env]
 
 
-def _digests(recipe: Recipe) -> dict[str, str]:
+def _digests(recipe: Recipe, tree: Path) -> dict[str, str]:
     return {
         k: hashlib.sha256(v.encode()).hexdigest()
-        for k, v in winsteps.render_scripts(recipe).items()
+        for k, v in winsteps.render_scripts(recipe, TreeFacts.read(recipe, tree)).items()
     }
+
+
+LOCK_SCRIPT = "04-pip-lock.cmd"
 
 
 @pytest.mark.parametrize(
@@ -124,11 +155,15 @@ def _digests(recipe: Recipe) -> dict[str, str]:
     [
         (
             lambda r: {"env": dataclasses.replace(r.env, lock="recipes/locks/other.txt")},
-            {"04-pip-lock.cmd"},
+            {LOCK_SCRIPT},
         ),
         (
             lambda r: {"upstream": dataclasses.replace(r.upstream, lfs=Lfs(include=("x/**",)))},
-            {"02-lfs.cmd"},
+            {"02-lfs.ps1"},
+        ),
+        (
+            lambda r: {"upstream": dataclasses.replace(r.upstream, repo_url="https://m/r.git")},
+            {"02-lfs.ps1"},
         ),
         (
             lambda r: {"env": dataclasses.replace(r.env, env_file="a/env.yaml")},
@@ -136,7 +171,7 @@ def _digests(recipe: Recipe) -> dict[str, str]:
         ),
         (
             lambda r: {"env": dataclasses.replace(r.env, name="other-env")},
-            {"03-conda-env.cmd", "04-pip-lock.cmd", "05-ops-cpp.cmd", "06-import-check.cmd"},
+            {"03-conda-env.cmd", LOCK_SCRIPT, "05-ops-cpp.cmd", "06-import-check.cmd"},
         ),
         (
             lambda r: {"upstream": dataclasses.replace(r.upstream, subdir="a/b")},
@@ -144,27 +179,84 @@ def _digests(recipe: Recipe) -> dict[str, str]:
         ),
     ],
 )
-def test_changed_key_changes_exactly(recipe: Recipe, change, expected) -> None:  # type: ignore[no-untyped-def]
-    before = _digests(recipe)
-    after = _digests(dataclasses.replace(recipe, **change(recipe)))
+def test_changed_key_changes_exactly(recipe: Recipe, tree: Path, change, expected) -> None:  # type: ignore[no-untyped-def]
+    before = _digests(recipe, tree)
+    after = _digests(dataclasses.replace(recipe, **change(recipe)), tree)
     assert {k for k in before if before[k] != after[k]} == expected
 
 
-def test_ps1_parse_clean(recipe: Recipe) -> None:
-    ps1 = {k: v for k, v in winsteps.render_scripts(recipe).items() if k.endswith(".ps1")}
-    assert set(ps1) == {"01-prereqs.ps1", "npulab-env.ps1"}
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        ("example/transformers/env.yaml", {"03-conda-env.cmd"}),
+        ("example/transformers/ops/cpp/setup.py", {"05-ops-cpp.cmd"}),
+        ("example/transformers/setup.bat", {"05-ops-cpp.cmd"}),
+        ("example/transformers/third_party/lib/tvm_ipu.dll", {"02-lfs.ps1"}),
+        ("example/transformers/models/llama2/modeling_llama_amd.py", set()),
+    ],
+)
+def test_changed_tree_file_changes_exactly(
+    recipe: Recipe, tree: Path, edit: str, expected: set[str]
+) -> None:
+    before = _digests(recipe, tree)
+    path = tree / edit
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(_pointer(b"new") if edit.endswith(".dll") else "changed\n")
+    after = _digests(recipe, tree)
+    assert {k for k in before if before[k] != after[k]} == expected
+
+
+def test_changed_lock_content_changes_the_pip_step(
+    recipe: Recipe, tree: Path, tmp_path: Path
+) -> None:
+    lock = tmp_path / "lock.txt"
+    lock.write_text("a==1\n")
+    r = dataclasses.replace(recipe, env=dataclasses.replace(recipe.env, lock=str(lock)))
+    before = _digests(r, tree)
+    lock.write_text("a==2\n")
+    after = _digests(r, tree)
+    assert {k for k in before if before[k] != after[k]} == {LOCK_SCRIPT}
+
+
+def _all_ps1(recipe: Recipe, tree: Path) -> dict[str, str]:
+    hostile_root = "D:\\it's $(boom)\\`b`\\a&b %x%"
+    archive = winupload.Archive(
+        path=tree, sha256="f" * 64, size=1, parts=(("ffff.000", "0" * 64), ("ffff.001", "1" * 64))
+    )
+    scripts = {
+        k: v
+        for k, v in winsteps.render_scripts(recipe, TreeFacts.read(recipe, tree)).items()
+        if k.endswith(".ps1")
+    }
+    scripts["upload-state"] = winupload.state_ps1(hostile_root)
+    scripts["upload-expand"] = winupload.expand_ps1(hostile_root, archive)
+    return scripts
+
+
+def test_ps1_parse_clean(recipe: Recipe, tree: Path) -> None:
+    ps1 = _all_ps1(recipe, tree)
+    assert set(ps1) == {
+        "01-prereqs.ps1",
+        "02-lfs.ps1",
+        "npulab-env.ps1",
+        "upload-state",
+        "upload-expand",
+    }
     for name, text in ps1.items():
-        assert _bad_nodes(text) == [], name
+        assert bad_nodes(text) == [], name
+        assert "\n" not in text.replace("\r\n", ""), name
+    assert "D:\\it's $(boom)\\`b`\\a&b %x%" in string_values(ps1["upload-expand"])
 
 
 def test_ps1_checker_sees_a_broken_script() -> None:
-    assert _bad_nodes("if ($x -eq 1) {\r\n  Write-Output 'a'\r\n") != []
-    assert _bad_nodes("$env:A = 'x' +\r\n") != []
+    assert bad_nodes("if ($x -eq 1) {\r\n  Write-Output 'a'\r\n") != []
+    assert bad_nodes("$env:A = 'x' +\r\n") != []
 
 
-def test_cmd_rules_hold(recipe: Recipe) -> None:
-    cmds = {k: v for k, v in winsteps.render_scripts(recipe).items() if k.endswith(".cmd")}
-    assert len(cmds) == 6
+def test_cmd_rules_hold(recipe: Recipe, tree: Path) -> None:
+    scripts = winsteps.render_scripts(recipe, TreeFacts.read(recipe, tree))
+    cmds = {k: v for k, v in scripts.items() if k.endswith(".cmd")}
+    assert len(cmds) == 5
     for name, text in cmds.items():
         assert check_cmd(text, name=name) == [], name
         assert text.startswith("@echo off\r\nchcp 65001 >nul\r\nif errorlevel 1")
@@ -188,35 +280,39 @@ def test_cmd_checker_fails_broken(broken: str, problem: str) -> None:
     assert any(problem in p for p in check_cmd(broken)), check_cmd(broken)
 
 
-def test_hostile_data_is_quoted(recipe: Recipe) -> None:
-    hostile = Lfs(include=("a&b/**", "100%/x", "^(y)|z"))
-    r = dataclasses.replace(recipe, upstream=dataclasses.replace(recipe.upstream, lfs=hostile))
-    text = winsteps.render_scripts(r)["02-lfs.cmd"]
+def test_hostile_data_is_quoted(recipe: Recipe, tree: Path) -> None:
+    hostile = "x&y/%PATH%/it's"
+    r = dataclasses.replace(recipe, env=dataclasses.replace(recipe.env, env_file=hostile))
+    text = winsteps.render_scripts(r, TreeFacts.read(r, tree))["03-conda-env.cmd"]
     assert check_cmd(text) == []
-    line = next(x for x in text.split(CRLF) if x.startswith("git lfs pull"))
-    assert line == "git lfs pull --include a^&b/**,100%%/x,^^^(y^)^|z"
+    line = next(x for x in text.split(CRLF) if x.startswith('set "NPULAB_ENV_FILE=x'))
+    assert phase1(line, env={"PATH": "C:\\bin"}, batch=True) == (
+        'set "NPULAB_ENV_FILE=x&y\\%PATH%\\it\'s"'
+    )
     with pytest.raises(ValueError, match="plain name"):
         winsteps.render_scripts(dataclasses.replace(r, env=dataclasses.replace(r.env, name="a&b")))
 
 
-def test_hostile_lfs_line_reaches_git_intact(recipe: Recipe) -> None:
-    include = ("a&b/**", "100%/x", "^(y)|z", 'sp ace/"q"')
-    r = dataclasses.replace(
-        recipe, upstream=dataclasses.replace(recipe.upstream, lfs=Lfs(include=include))
-    )
-    text = winsteps.render_scripts(r)["02-lfs.cmd"]
-    line = next(x for x in text.split(CRLF) if x.startswith("git lfs pull"))
-    argv = split_argv(phase2(phase1(line, env={"PATH": "C:\\x"}, batch=True)))
-    assert argv == ["git", "lfs", "pull", "--include", ",".join(include)]
-
-
-def test_lfs_step_refuses_pointer_files(recipe: Recipe) -> None:
-    lines = winsteps.render_scripts(recipe)["02-lfs.cmd"].split(CRLF)
-    required = recipe.upstream.lfs.required
-    assert required
-    for path in required:
-        at = lines.index(f'set "NPULAB_F={path.replace("/", chr(92))}"')
-        assert lines[at + 1].startswith(
-            'findstr /b /c:"version https://git-lfs.github.com/spec/v1"'
-        )
-        assert lines[at + 2] == "if not errorlevel 1 exit /b 4"
+def test_stamps_skip_and_invalidate_later_steps(recipe: Recipe, tree: Path) -> None:
+    """A stamped step checks its stamp first; when it runs it empties its own stamp and those of
+    the steps built on it, so they run too, and writes its digest only at the end."""
+    scripts = winsteps.render_scripts(recipe, TreeFacts.read(recipe, tree))
+    emptied = {}
+    for name in ("03-conda-env.cmd", LOCK_SCRIPT, "05-ops-cpp.cmd"):
+        lines = scripts[name].split(CRLF)
+        digest = winsteps.stamp_digest(scripts[name])
+        assert digest is not None
+        check = next(i for i, x in enumerate(lines) if x.startswith("findstr /x /c:"))
+        assert lines[check + 1] == "if not errorlevel 1 goto :uptodate"
+        assert lines[check + 2 : check + 4] == ["ver >nul", "if errorlevel 1 exit /b %errorlevel%"]
+        emptied[name] = [x.split("\\")[-1].rstrip('"') for x in lines if x.startswith("type nul >")]
+        write = next(i for i, x in enumerate(lines) if x.startswith('>"%NPULAB_STATE%'))
+        last_command = max(i for i, x in enumerate(lines[:write]) if "python" in x or "conda" in x)
+        assert last_command < write, "the stamp is written after the work"
+        assert lines[write] == f'>"%NPULAB_STATE%\\{name[3:-4]}.stamp" echo {digest}'
+    assert emptied == {
+        "03-conda-env.cmd": ["conda-env.stamp", "pip-lock.stamp", "ops-cpp.stamp"],
+        LOCK_SCRIPT: ["pip-lock.stamp", "ops-cpp.stamp"],
+        "05-ops-cpp.cmd": ["ops-cpp.stamp"],
+    }
+    assert winsteps.stamp_digest(scripts["06-import-check.cmd"]) is None
