@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 
 from npulab import build, patches, plan, sources
+from npulab.gitutil import git
+from npulab.lfs import parse_pointer
 from npulab.recipe import DEFAULT_RECIPE, load_recipe
+from npulab.winsteps import TreeFacts
 
 UPSTREAM = os.environ.get("NPULAB_UPSTREAM")
 pytestmark = [
@@ -80,3 +83,31 @@ def test_real_upstream_full_stage_names_missing_blobs(
     if not missing:
         pytest.skip(f"{UPSTREAM} is a complete mirror: nothing to report as missing")
     assert lib in missing
+
+
+def test_real_upstream_lfs_objects_for_the_windows_host(
+    project_root: Path, isolated_cache: Path
+) -> None:
+    """Every file the 1.1 runtime loads at import time is an LFS pointer at the pinned commit and
+    is in 02-lfs.ps1's table, with the oid and size of the pointer git holds; the LFS files the
+    Llama flow does not need (smoothquant act_scales, Strix DLLs) are not fetched."""
+    recipe = load_recipe(project_root / "recipes" / f"{DEFAULT_RECIPE}.yaml")
+    origin = sources.resolve_origin(recipe.upstream.repo_url)
+    result = build.run(recipe, plan.Options(), origin)
+    objects = {o.path: o for o in TreeFacts.read(recipe, result.out / "tree").lfs_objects}
+    assert set(recipe.upstream.lfs.required) <= set(objects)
+    assert all(objects[p].required for p in recipe.upstream.lfs.required)
+    assert not [p for p in objects if "smoothquant" in p or "/dll/stx/" in p]
+    assert any("/dll/phx/" in p for p in objects)
+    src = sources.ensure_source(
+        repo_url=recipe.upstream.repo_url,
+        commit=recipe.upstream.commit,
+        tag=recipe.upstream.tag,
+        origin=origin,
+    )
+    for rel, obj in objects.items():
+        blob = git("cat-file", "blob", f"{recipe.upstream.commit}:{rel}", git_dir=src.cache)
+        assert parse_pointer(blob.stdout) == (obj.oid, obj.size), rel
+    script = (result.out / "scripts" / "02-lfs.ps1").read_text()
+    for obj in objects.values():
+        assert f"Oid = '{obj.oid}'; Size = [long]{obj.size}" in script
