@@ -310,3 +310,58 @@ def test_double_serves_pywinrm_session_api(host: FakeHost, server: WSManServer) 
     assert b"boom" in failed.std_err
     _, options = server.commands[0]
     assert options["WINRS_SKIP_CMD_SHELL"] == "FALSE"
+
+
+def test_run_streams_parts_while_the_command_runs(host: FakeHost, server: WSManServer) -> None:
+    # "é" split across two Receives: the live view must not show a replacement character
+    parts: list[tuple[float, bytes | str]] = [
+        (0, "step 1\r\n"),
+        (0.3, b"caf\xc3"),
+        (0.6, b"\xa9\r\n"),
+    ]
+    host.on("build.exe", Response(parts=parts, stderr="warn\r\n", rc=0))
+    events: list[tuple[str, str, float]] = []
+
+    def sink(stream: str, text: str) -> None:
+        events.append((stream, text, time.monotonic()))
+
+    result = _transport(server).run(["build.exe"], on_output=sink)
+    returned = time.monotonic()
+    assert result.stdout == "step 1\r\ncafé\r\n"
+    assert events[0][:2] == ("stdout", "step 1\r\n")
+    assert returned - events[0][2] > 0.3  # the first part came while the command still ran
+    assert [text for stream, text, _ in events if stream == "stdout"] == [
+        "step 1\r\n",
+        "caf",
+        "é\r\n",
+    ]
+    assert [text for stream, text, _ in events if stream == "stderr"] == ["warn\r\n"]
+    assert server.requests.count("Receive") >= 3
+
+
+def test_run_script_streams_and_dry_run_does_not(host: FakeHost, server: WSManServer) -> None:
+    parts: list[tuple[float, bytes | str]] = [(0.0, b"first\r\n"), (0.3, b"second\r\n")]
+    host.on("script:*", Response(parts=parts, stdout="last\r\n"))
+    events: list[tuple[str, float]] = []
+    t = _transport(server)
+    result = t.run_script(
+        "Write-Output hi",
+        shell="powershell",
+        on_output=lambda _s, text: events.append((text, time.monotonic())),
+    )
+    returned = time.monotonic()
+    assert result.stdout == "first\r\nsecond\r\nlast\r\n"
+    assert events[0][0] == "first\r\n"
+    assert returned - events[0][1] > 0.2
+    assert "".join(text for text, _ in events) == result.stdout
+    # argv too long for a command line goes through run_script, and streams as well
+    seen: list[str] = []
+    assert t.run(["tool.exe", "x" * 9000], on_output=lambda _s, text: seen.append(text)).ok
+    assert "".join(seen) == result.stdout
+    before, dry_calls = list(server.requests), len(seen)
+    dry = t.run_script(
+        "Write-Output hi", shell="powershell", dry_run=True, on_output=lambda _s, x: seen.append(x)
+    )
+    assert dry.dry_run
+    assert t.run(["build.exe"], dry_run=True, on_output=lambda _s, x: seen.append(x)).dry_run
+    assert (server.requests, len(seen)) == (before, dry_calls)  # nothing sent, sink not called

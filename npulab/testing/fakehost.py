@@ -9,7 +9,8 @@ file over stdin, written to :attr:`FakeHost.files`), the fetch script, the cmd w
 
 Tests script the rest: :meth:`FakeHost.on` registers a response for a program (argv[0] base
 name) or a script marker; the response may be bytes in any code page, CLIXML stderr, an exit
-code and a duration. Every started command is recorded in :attr:`FakeHost.started`.
+code, a duration and stdout delivered in timed parts (a command that prints as it runs).
+Every started command is recorded in :attr:`FakeHost.started`.
 """
 
 from __future__ import annotations
@@ -101,12 +102,21 @@ def preset(kind: str, **overrides: Any) -> Facts:
 @dataclass
 class Response:
     """What a command prints and returns. ``str`` output is encoded in the shell's code page
-    (or the host's OEM code page when the host ignores the shell's); bytes go out as they are."""
+    (or the host's OEM code page when the host ignores the shell's); bytes go out as they are.
+
+    ``parts``: stdout printed while the command runs, as ``(seconds after start, chunk)``; a
+    Receive returns the parts already due with the command still Running. The command is Done
+    after its last part and ``duration``; ``stdout`` and ``stderr`` come with the Done answer."""
 
     stdout: bytes | str = b""
     stderr: bytes | str = b""
     rc: int = 0
     duration: float = 0.0
+    parts: list[tuple[float, bytes | str]] = field(default_factory=list)
+
+    @property
+    def ends_after(self) -> float:
+        return max([self.duration, *(delay for delay, _ in self.parts)])
 
 
 Handler = Response | Callable[[list[str], str | None], Response]

@@ -10,7 +10,8 @@ connection before or after acting, HTTP 401/500/503); operation timeouts (WS-Man
 2150858793 when a command outlives the request's OperationTimeout, or ``operation_timeout``);
 cmd.exe's 8191-character line limit; and reboots (``shutdown /r``: the listener closes, so
 connections are refused, for ``reboot_downtime`` seconds, then the host answers with a new boot
-time). ``requests`` records every WS-Man action received.
+time); output in timed parts (:attr:`Response.parts`: Receive answers Running with what is due).
+``requests`` records every WS-Man action received.
 
     host = FakeHost("phx-01", preset("phx"), password="pw")
     with WSManServer(host) as server:
@@ -61,7 +62,9 @@ class _Proc:
     wants_stdin: bool
     stdin: bytearray = field(default_factory=bytearray)
     response: Response | None = None
+    started_at: float = 0.0
     finish_at: float = 0.0
+    parts_sent: int = 0
     delivered: bool = False
     terminated: bool = False
 
@@ -283,7 +286,16 @@ class WSManServer:
 
     def _start(self, proc: _Proc) -> None:
         proc.response = self.host.execute(proc.line, bytes(proc.stdin), proc.codepage)
-        proc.finish_at = time.monotonic() + proc.response.duration
+        proc.started_at = time.monotonic()
+        proc.finish_at = proc.started_at + proc.response.ends_after
+
+    @staticmethod
+    def _due(proc: _Proc, now: float) -> int:
+        """How many of the response's parts are due by ``now``."""
+        if proc.response is None:
+            return 0
+        elapsed = now - proc.started_at
+        return sum(1 for delay, _ in proc.response.parts if delay <= elapsed)
 
     def _receive(self, req: wx.Request, proc: _Proc) -> tuple[int, bytes]:
         limit = req.operation_timeout
@@ -293,10 +305,17 @@ class WSManServer:
         while True:
             now = time.monotonic()
             done = proc.terminated or (proc.response is not None and now >= proc.finish_at)
-            if done or now >= deadline:
+            due = self._due(proc, now)
+            if done or due > proc.parts_sent or now >= deadline:
                 break
             target = proc.finish_at if proc.response is not None else deadline
             time.sleep(max(0.001, min(0.05, target - now, deadline - now)))
+        if not done and due > proc.parts_sent:
+            assert proc.response is not None
+            chunks = proc.response.parts[proc.parts_sent : due]
+            proc.parts_sent = due
+            out = b"".join(self.host.encode(chunk, proc.codepage) for _, chunk in chunks)
+            return 200, wx.receive_response(req, req.command_id or "", out, b"", None)
         if not done:
             return 500, wx.fault(
                 req,
@@ -310,7 +329,11 @@ class WSManServer:
         assert proc.response is not None
         out = err = b""
         if not proc.delivered:
-            out = self.host.encode(proc.response.stdout, proc.codepage)
+            rest = [chunk for _, chunk in proc.response.parts[proc.parts_sent :]]
+            proc.parts_sent = len(proc.response.parts)
+            out = b"".join(
+                self.host.encode(c, proc.codepage) for c in [*rest, proc.response.stdout]
+            )
             err = self.host.encode(proc.response.stderr, proc.codepage)
             proc.delivered = True
         return 200, wx.receive_response(req, req.command_id or "", out, err, proc.response.rc)

@@ -103,11 +103,15 @@ def command_response(request: Request, command_id: str) -> bytes:
 def receive_response(
     request: Request, command_id: str, stdout: bytes, stderr: bytes, exit_code: int | None
 ) -> bytes:
+    """A ReceiveResponse: the streams' new bytes and the command's state, Running (``exit_code``
+    None) or Done; like Windows, Done also closes both streams (``End="true"``)."""
     streams = ""
     for name, data in (("stdout", stdout), ("stderr", stderr)):
         if data:
             b64 = base64.b64encode(data).decode()
             streams += f'<rsp:Stream Name="{name}" CommandId="{command_id}">{b64}</rsp:Stream>'
+        if exit_code is not None:
+            streams += f'<rsp:Stream Name="{name}" CommandId="{command_id}" End="true"/>'
     if exit_code is None:
         state = f'<rsp:CommandState CommandId="{command_id}" State="{RUNNING}"/>'
     else:

@@ -4,6 +4,10 @@ Every remote command goes through a :class:`Transport`; the local one goes throu
 :func:`npulab.cmd.run`. Both log the command, honour dry run and raise a typed error
 (:class:`~npulab.errors.CommandError` for a failing command, :class:`~npulab.errors.TransportError`
 when the host cannot be reached).
+
+``run`` and ``run_script`` take ``on_output(stream, text)`` (:data:`npulab.cmd.OutputSink`) to
+see the output while the command runs, e.g. to grow a step's log during a 20-minute build; the
+returned :class:`~npulab.cmd.Completed` still holds all of it. It is never called on dry run.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
-from npulab.cmd import Completed
+from npulab.cmd import Completed, OutputSink
 
 if TYPE_CHECKING:
     from npulab.credentials import Credentials
@@ -43,11 +47,14 @@ class Transport(Protocol):
         check: bool = True,
         dry_run: bool = False,
         idempotent: bool = False,
+        on_output: OutputSink | None = None,
     ) -> Completed:
         """Run a program with arguments (quoted per the Win32 argv convention on Windows).
 
         ``idempotent``: running it twice does no harm, so a remote transport may re-send it
-        after a connection fault that left its fate unknown (never otherwise)."""
+        after a connection fault that left its fate unknown (never otherwise).
+        ``on_output("stdout"|"stderr", text)``: called as output arrives (live view: UTF-8,
+        stderr possibly raw CLIXML over WinRM); if it raises, the command is stopped."""
         ...
 
     def run_script(
@@ -59,9 +66,10 @@ class Transport(Protocol):
         check: bool = True,
         dry_run: bool = False,
         idempotent: bool = False,
+        on_output: OutputSink | None = None,
     ) -> Completed:
         """Run a whole cmd or PowerShell script (sent over stdin with a hash check, no length
-        limit). ``idempotent`` as for :meth:`run`."""
+        limit). ``idempotent`` and ``on_output`` as for :meth:`run`."""
         ...
 
     def put_file(self, local: Path, remote: str, *, dry_run: bool = False) -> None:
@@ -107,4 +115,4 @@ def connect(
     return WinRMTransport(host.name, settings_from(host.vars), credentials)
 
 
-__all__ = ["Completed", "Shell", "Transport", "connect"]
+__all__ = ["Completed", "OutputSink", "Shell", "Transport", "connect"]

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from npulab import cmd, log
-from npulab.cmd import Completed
+from npulab.cmd import Completed, OutputSink
 from npulab.errors import VerificationError
 from npulab.transport import Shell
 
@@ -46,6 +46,7 @@ class LocalTransport:
         check: bool = True,
         dry_run: bool = False,
         idempotent: bool = False,
+        on_output: OutputSink | None = None,
     ) -> Completed:
         return cmd.run(
             *argv,
@@ -54,6 +55,7 @@ class LocalTransport:
             timeout=timeout,
             check=check,
             dry_run=dry_run,
+            on_output=on_output,
         )
 
     def run_script(
@@ -65,6 +67,7 @@ class LocalTransport:
         check: bool = True,
         dry_run: bool = False,
         idempotent: bool = False,
+        on_output: OutputSink | None = None,
     ) -> Completed:
         if shell == "powershell":
             exe = "powershell.exe" if self.is_windows else "pwsh"
@@ -88,7 +91,7 @@ class LocalTransport:
         try:
             with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
                 fh.write(text)
-            return cmd.run(*prefix, name, timeout=timeout, check=check)
+            return cmd.run(*prefix, name, timeout=timeout, check=check, on_output=on_output)
         finally:
             Path(name).unlink(missing_ok=True)
 

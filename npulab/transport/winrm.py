@@ -10,10 +10,13 @@
   says it is idempotent.
 * NTLM with message encryption by default; HTTPS validates certificates; Basic over plain HTTP is
   refused unless the inventory allows it. The password is never logged or put in an error.
+* ``on_output`` sees each Receive's bytes as they come (incremental UTF-8, for a live view);
+  the returned Completed is decoded from the whole output as above.
 """
 
 from __future__ import annotations
 
+import codecs
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -23,7 +26,7 @@ from winrm.exceptions import WinRMOperationTimeoutError
 from winrm.protocol import Protocol
 
 from npulab import log
-from npulab.cmd import Completed
+from npulab.cmd import Completed, OutputSink
 from npulab.credentials import Credentials, redact
 from npulab.errors import CommandError, TransportError
 from npulab.transport import Shell, psscripts
@@ -148,6 +151,7 @@ class WinRMTransport(RemoteFiles):
         env: Mapping[str, str] | None = None,
         timeout: float | None = None,
         retries: int | None = None,
+        on_output: OutputSink | None = None,
     ) -> tuple[int, bytes, bytes]:
         shell_id = self._op(
             "Create",
@@ -169,7 +173,7 @@ class WinRMTransport(RemoteFiles):
             )
             for i, chunk in enumerate(stdin):
                 self._send(shell_id, command_id, chunk, i == len(stdin) - 1, retries)
-            return self._receive(shell_id, command_id, command_line, timeout, retries)
+            return self._receive(shell_id, command_id, command_line, timeout, retries, on_output)
         finally:
             self._delete_shell(shell_id)
 
@@ -182,11 +186,21 @@ class WinRMTransport(RemoteFiles):
         self._op("Send", call, safe=False, retries=retries)
 
     def _receive(
-        self, shell_id: str, command_id: str, line: str, timeout: float | None, retries: int | None
+        self,
+        shell_id: str,
+        command_id: str,
+        line: str,
+        timeout: float | None,
+        retries: int | None,
+        on_output: OutputSink | None = None,
     ) -> tuple[int, bytes, bytes]:
         deadline = None if timeout is None else time.monotonic() + timeout
         out: list[bytes] = []
         err: list[bytes] = []
+        live = {
+            name: codecs.getincrementaldecoder("utf-8")(errors="replace")
+            for name in ("stdout", "stderr")
+        }
         while True:
             try:
                 o, e, rc, done = self._op(
@@ -199,6 +213,10 @@ class WinRMTransport(RemoteFiles):
                 o, e, rc, done = b"", b"", -1, False
             out.append(o)
             err.append(e)
+            if on_output is not None:
+                for name, data in (("stdout", o), ("stderr", e)):
+                    if text := live[name].decode(data, final=done):
+                        on_output(name, text)
             if done:
                 return rc, b"".join(out), b"".join(err)
             if deadline is not None and time.monotonic() > deadline:
@@ -290,6 +308,7 @@ class WinRMTransport(RemoteFiles):
         check: bool = True,
         dry_run: bool = False,
         idempotent: bool = False,
+        on_output: OutputSink | None = None,
     ) -> Completed:
         args = tuple(argv)
         line = quote_argv(args)
@@ -308,10 +327,17 @@ class WinRMTransport(RemoteFiles):
             call = "& " + " ".join(quote_pwsh(a) for a in args)
             script = "\n".join([*prelude, call, "exit $LASTEXITCODE"])
             return self.run_script(
-                script, shell="powershell", timeout=timeout, check=check, idempotent=idempotent
+                script,
+                shell="powershell",
+                timeout=timeout,
+                check=check,
+                idempotent=idempotent,
+                on_output=on_output,
             )
         result = self._with_rerun(
-            display, idempotent, lambda: self._execute(line, cwd=cwd, env=env, timeout=timeout)
+            display,
+            idempotent,
+            lambda: self._execute(line, cwd=cwd, env=env, timeout=timeout, on_output=on_output),
         )
         return self._finish(args, display, result, check)
 
@@ -324,6 +350,7 @@ class WinRMTransport(RemoteFiles):
         check: bool = True,
         dry_run: bool = False,
         idempotent: bool = False,
+        on_output: OutputSink | None = None,
     ) -> Completed:
         payload = script if shell == "powershell" else psscripts.cmd_wrapper(script)
         first = script.strip().splitlines()[0] if script.strip() else "(empty)"
@@ -337,7 +364,9 @@ class WinRMTransport(RemoteFiles):
         result = self._with_rerun(
             display,
             idempotent,
-            lambda: self._execute(quote_argv(argv), stdin=lines, timeout=timeout),
+            lambda: self._execute(
+                quote_argv(argv), stdin=lines, timeout=timeout, on_output=on_output
+            ),
         )
         if result[0] == psscripts.EXIT_SCRIPT_HASH:
             msg = f"{self._name}: the script arrived damaged (sha256 mismatch): {display}"
