@@ -357,12 +357,13 @@ def planner(recipe: Recipe, options: Options) -> list[Step]:
     steps = []
     root = remote_root(recipe, options.extra)
     if root is not None:
+        host = options.extra.get("host", "local")
         steps.append(
             Step(
                 name="win-upload",
                 kind="winupload",
-                description=f"upload tree\\ and scripts\\ to {options.extra.get('host')}:{root} "
-                "(zip in 8 MiB parts, sha256-checked, resumable; swapped in whole)",
+                description=f"upload tree\\ and scripts\\ to {host}:{root} (zip in 8 MiB "
+                "parts, sha256-checked, resumable; swapped in whole)",
                 inputs=("winupload:content",),
                 where="windows",
             )

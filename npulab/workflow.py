@@ -33,6 +33,7 @@ def run_build(
     recipe = load(recipe_name)
     origin = origin_for(recipe, source, config_source)
     options = Options(target=resolve_target(target), patch_only=patch_only, extra=dict(extra or {}))
+    _check_host(options.extra.get("host"), dry_run=dry_run)
     if dry_run:
         print(build.dry_run(recipe, options, origin))
         print("(dry run: nothing was fetched, checked out or written)")
@@ -40,6 +41,21 @@ def run_build(
     result = build.run(recipe, options, origin)
     print(summary(result))
     return result
+
+
+def _check_host(host: str | None, *, dry_run: bool) -> None:
+    """An unknown ``--host`` (or, for a real run, missing credentials) fails before any staging:
+    nothing is contacted, only the inventory and the credential sources are read."""
+    if not host or host in ("local", "localhost"):
+        return
+    if dry_run:
+        from npulab import inventory
+
+        inventory.load().get(host)
+        return
+    from npulab.transport import connect
+
+    connect(host)
 
 
 def summary(result: build.Result) -> str:

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from npulab import build, manifest, plan, winrun, winsteps, winupload
+from npulab import build, manifest, paths, plan, winrun, winsteps, winupload
 from npulab.cmd import Completed
-from npulab.errors import BuildStepError
+from npulab.errors import BuildStepError, ConfigError
 from npulab.patches import Series
 from npulab.recipe import DEFAULT_RECIPE, Recipe, load_recipe
 from npulab.sources import Origin
@@ -279,7 +279,9 @@ def test_dry_run_runs_nothing(
     capsys: pytest.CaptureFixture[str],
     fake: list[FakeTransport],
 ) -> None:
-    assert run_build(DEFAULT_RECIPE, target="windows", dry_run=True, extra={"host": "x"}) is None
+    assert (
+        run_build(DEFAULT_RECIPE, target="windows", dry_run=True, extra={"host": "phx-01"}) is None
+    )
     text = capsys.readouterr().out
     names = ["win-upload", "win-prereqs", "win-lfs", "win-conda-env", "win-pip-lock"]
     for n, name in enumerate(names, 5):
@@ -296,3 +298,19 @@ def test_remote_root_defaults(recipe: Recipe) -> None:
     assert winrun.remote_root(recipe, {"host": "localhost"}) is None
     assert winrun.remote_root(recipe, {"host": "npu-01"}) == f"C:\\npulab\\build\\{recipe.name}"
     assert winrun.remote_root(recipe, {"host": "npu-01", "remote_root": "D:\\b"}) == "D:\\b"
+
+
+def test_unknown_host_fails_before_staging(
+    project_root: Path, isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(ConfigError, match=r"no host 'phx-1' \(did you mean 'phx-01'\?\)"):
+        run_build(DEFAULT_RECIPE, target="windows", extra={"host": "phx-1"})
+    with pytest.raises(ConfigError, match="no host 'phx-1'"):
+        run_build(DEFAULT_RECIPE, target="windows", dry_run=True, extra={"host": "phx-1"})
+    monkeypatch.delenv("NPULAB_WINRM_USER", raising=False)
+    monkeypatch.delenv("NPULAB_WINRM_PASSWORD", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(isolated_cache / "no-config"))
+    monkeypatch.setenv("HOME", str(isolated_cache / "no-home"))
+    with pytest.raises(ConfigError, match="no WinRM user for host 'phx-01'"):
+        run_build(DEFAULT_RECIPE, target="windows", extra={"host": "phx-01"})
+    assert not paths.build_root().exists(), "nothing staged"
