@@ -14,19 +14,21 @@ the checks (prerequisites, LFS objects, import) run every time.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from npulab import log, winupload
 from npulab.build import Context, Outcome, Runner, register
-from npulab.errors import BuildStepError
+from npulab.cmd import Completed
+from npulab.errors import BuildStepError, CommandError
 from npulab.plan import Step
 from npulab.recipe import Recipe
 from npulab.transport import Transport
 from npulab.winquote import quote_pwsh
 from npulab.winscript import CRLF
 from npulab.winsteps import (
+    STEP_TIMEOUTS,
     WIN_STEPS,
     TreeFacts,
     remote_root,
@@ -90,6 +92,47 @@ def _where(ctx: Context, script: str) -> str:
     return root.rstrip("\\/") + "\\scripts\\" + script
 
 
+class StepLog:
+    """``logs/NN-<step>.log``, written while the step runs: the command, then its output as it
+    arrives (stderr lines marked ``[stderr]``), then the exit code. Complete lines are echoed to
+    the console with the step's indent."""
+
+    def __init__(self, path: Path, argv: Sequence[str], host: str) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = path.open("w", encoding="utf-8", newline="\n")
+        self._fh.write(f"$ {' '.join(argv)}\n# host: {host}\n")
+        self._fh.flush()
+        self._pending = {"stdout": "", "stderr": ""}
+        self.streamed = False
+
+    def __call__(self, stream: str, text: str) -> None:
+        self.streamed = self.streamed or bool(text)
+        lines = (self._pending.get(stream, "") + text).split("\n")
+        self._pending[stream] = lines.pop()
+        for line in lines:
+            self._emit(stream, line)
+        self._fh.flush()
+
+    def _emit(self, stream: str, line: str) -> None:
+        line = line.rstrip("\r")
+        self._fh.write(("[stderr] " if stream == "stderr" else "") + line + "\n")
+        log.info(f"    {'! ' if stream == 'stderr' else ''}{line}")
+
+    def finish(self, footer: str, done: Completed | None = None) -> None:
+        """Flush partial lines; when the transport did not stream (nothing arrived), write the
+        whole output it returned."""
+        for stream, rest in self._pending.items():
+            if rest:
+                self._emit(stream, rest)
+        if done is not None and not self.streamed:
+            for stream, text in (("stdout", done.stdout), ("stderr", done.stderr)):
+                for line in text.splitlines():
+                    self._emit(stream, line)
+        self._fh.write(footer + "\n")
+        self._fh.close()
+
+
 def _run(ctx: Context, step: Step) -> Outcome:
     script = _script_for(step)
     local = ctx.scripts / script
@@ -102,15 +145,23 @@ def _run(ctx: Context, step: Step) -> Outcome:
         argv = ["powershell.exe", "-NoProfile", "-ExecutionPolicy", "Bypass", "-File", remote]
     else:
         argv = ["cmd.exe", "/d", "/v:off", "/c", remote]
-    done = transport.run(argv, check=False)
-    logs = ctx.out / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    log_path = logs / (script.rsplit(".", 1)[0] + ".log")
-    text = f"$ {' '.join(argv)}\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}\n"
-    text += f"--- exit code {done.returncode}\n"
-    log_path.write_text(text, encoding="utf-8")
-    for line in done.stdout.splitlines():
-        log.info(f"    {line}")
+    log_path = ctx.out / "logs" / (script.rsplit(".", 1)[0] + ".log")
+    timeout = STEP_TIMEOUTS.get(step.name)
+    sink = StepLog(log_path, argv, transport.host)
+    try:
+        done = transport.run(argv, check=False, timeout=timeout, on_output=sink)
+    except CommandError as exc:
+        # The transport gave up waiting (timeout): keep what the step printed.
+        partial = Completed(argv=tuple(argv), returncode=-1, stdout=exc.stdout, stderr=exc.stderr)
+        sink.finish(f"--- stopped: {exc.message}", partial)
+        msg = f"step {step.name} on {transport.host}: {exc.message} (log: {log_path})"
+        raise BuildStepError(
+            msg, hint=f"read {log_path}; if the step is just slow, run invoke build again"
+        ) from exc
+    except BaseException:
+        sink.finish("--- interrupted")
+        raise
+    sink.finish(f"--- exit code {done.returncode}", done)
     if done.returncode != 0:
         msg = (
             f"step {step.name} failed on {transport.host} with exit code {done.returncode} "

@@ -262,6 +262,18 @@ WIN_STEPS: tuple[tuple[str, str, Renderer, str], ...] = (
 )
 
 
+#: Seconds a step may run before it is stopped (its partial log is kept): generous bounds for
+#: a conda solve or the ops\\cpp compile on a laptop, there so a hung step cannot hang a build.
+STEP_TIMEOUTS = {
+    "win-prereqs": 300.0,
+    "win-lfs": 3600.0,
+    "win-conda-env": 3600.0,
+    "win-pip-lock": 3600.0,
+    "win-ops-cpp": 3600.0,
+    "win-import-check": 600.0,
+}
+
+
 def script_name(index: int, step: str, suffix: str) -> str:
     return f"{index:02d}-{step.removeprefix('win-')}.{suffix}"
 

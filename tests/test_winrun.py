@@ -14,7 +14,7 @@ import pytest
 
 from npulab import build, manifest, paths, plan, winrun, winsteps, winupload
 from npulab.cmd import Completed
-from npulab.errors import BuildStepError, ConfigError
+from npulab.errors import BuildStepError, CommandError, ConfigError
 from npulab.patches import Series
 from npulab.recipe import DEFAULT_RECIPE, Recipe, load_recipe
 from npulab.sources import Origin
@@ -52,12 +52,23 @@ class FakeTransport:
             digest = winsteps.stamp_digest(text)
             if digest is not None:
                 self.state["stamps"][script.split("-", 1)[1].rsplit(".", 1)[0] + ".stamp"] = digest
-        return Completed(
-            argv=tuple(argv),
-            returncode=code,
-            stdout=f"ran {script}\n",
-            stderr="boom\n" if code else "",
-        )
+        out, err = f"ran {script}\n", "boom\n" if code else ""
+        self.state.setdefault("timeouts", {})[script] = kw.get("timeout")
+        sink = kw.get("on_output")
+        if sink is not None and self.state.get("stream", True):
+            sink("stdout", out[:3])  # split mid-line: the log joins it
+            sink("stdout", out[3:])
+            if err:
+                sink("stderr", err)
+        if script in self.state.get("hang", ()):
+            msg = f"[fake-npu] command timed out after {kw.get('timeout')}s: {script}"
+            raise CommandError(
+                msg,
+                command=tuple(argv),
+                returncode=None,
+                stdout="half of the work\n",
+            )
+        return Completed(argv=tuple(argv), returncode=code, stdout=out, stderr=err)
 
     def run_script(self, script: str, **kw: Any) -> Completed:
         marker = script.split("\r\n", 1)[0]
@@ -183,8 +194,9 @@ def test_failing_step_stops_with_log_and_exit_code(
     assert "win-pip-lock" in str(err.value)
     assert "exit code 7" in str(err.value)
     assert str(log_path) in str(err.value)
-    assert "boom" in log_path.read_text()
-    assert "--- exit code 7" in log_path.read_text()
+    text = log_path.read_text()
+    assert text.startswith("$ cmd.exe /d /v:off /c C:\\npulab\\b\\scripts\\04-pip-lock.cmd\n")
+    assert "\nran 04-pip-lock.cmd\n[stderr] boom\n--- exit code 7\n" in text
     assert _ran(fake) == ALL[:4]
     steps = [c for t in fake[1:] for c in t.calls]
     assert steps[0][:2] == ("powershell.exe", "-NoProfile")
@@ -314,3 +326,25 @@ def test_unknown_host_fails_before_staging(
     with pytest.raises(ConfigError, match="no WinRM user for host 'phx-01'"):
         run_build(DEFAULT_RECIPE, target="windows", extra={"host": "phx-01"})
     assert not paths.build_root().exists(), "nothing staged"
+
+
+def test_step_log_streams_or_falls_back_and_timeouts_keep_output(
+    recipe: Recipe, tmp_path: Path, fake: list[FakeTransport]
+) -> None:
+    out = tmp_path / "b"
+    fake[0].state["stream"] = False  # a transport that returns output only at the end
+    _run(recipe, out, {})
+    assert (
+        (out / "logs" / "03-conda-env.log")
+        .read_text()
+        .endswith("ran 03-conda-env.cmd\n--- exit code 0\n")
+    )
+    assert fake[0].state["timeouts"]["03-conda-env.cmd"] == winsteps.STEP_TIMEOUTS["win-conda-env"]
+    _fresh(fake)
+    fake[0].state["stamps"].clear()
+    fake[0].state["hang"] = {"03-conda-env.cmd"}
+    with pytest.raises(BuildStepError, match=r"win-conda-env on fake-npu: .*timed out") as err:
+        _run(recipe, out, {})
+    log_text = (out / "logs" / "03-conda-env.log").read_text()
+    assert "half of the work\n--- stopped: [fake-npu] command timed out after 3600.0s" in log_text
+    assert str(out / "logs" / "03-conda-env.log") in str(err.value)
