@@ -103,8 +103,10 @@ def main() -> None:
     print(f"archive: {mib:.1f} MiB in {first['parts']} part(s) (tree {out / 'tree'})")
     print(f"cold upload:      {cold:7.2f} s, parts sent {first['parts_sent']}")
     print(f"unchanged rerun:  {warm:7.2f} s, parts sent 0   -> {cold / warm:6.1f}x faster")
-    print(f"resumed (unpack): {resumed:7.2f} s, parts sent {again['parts_sent']}   -> "
-          f"{cold / resumed:6.1f}x faster")
+    print(
+        f"resumed (unpack): {resumed:7.2f} s, parts sent {again['parts_sent']}   -> "
+        f"{cold / resumed:6.1f}x faster"
+    )
     print(f"throughput: {mib / cold:.1f} MiB/s through pywinrm + NTLM encryption on loopback")
 
 

@@ -70,7 +70,9 @@ def test_sink_sees_stdout_and_stderr_before_the_child_ends(tmp_path: Path) -> No
     assert result.returncode == 0  # 3 if the sink had only seen the output at the end
     assert (result.stdout, result.stderr) == ("ready\ndone\n", "err-ready\n")
     assert rec.seen == {"stdout": result.stdout, "stderr": result.stderr}
-    assert rec.calls[0] == ("stdout", "ready\n")
+    # The first chunk is (part of) the first line: print() may reach the pipe in two writes.
+    assert rec.calls[0][0] == "stdout"
+    assert "ready\n".startswith(rec.calls[0][1])
 
 
 @pytest.mark.integration

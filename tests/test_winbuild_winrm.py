@@ -61,6 +61,9 @@ def test_host_build_uploads_runs_and_resumes(
     with pytest.raises(BuildStepError, match="win-ops-cpp failed on phx-01 with exit code 1"):
         _build(recipe, origin)
     assert lab.ran == STEPS[:5]
+    step_log = (build.output_dir(recipe) / "logs" / "05-ops-cpp.log").read_text()
+    assert step_log.startswith(f"$ cmd.exe /d /v:off /c {ROOT}\\scripts\\05-ops-cpp.cmd\n")
+    assert step_log.endswith("ran 05-ops-cpp.cmd\n[stderr] failed\n--- exit code 1\n")
     files = lab.files
     # The patched tree and the scripts arrived whole; the LFS pointer is there for 02-lfs.ps1.
     assert b"line five" in files[(ROOT + "\\tree\\" + MODELING.replace("/", "\\")).lower()]
