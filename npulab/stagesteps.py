@@ -11,6 +11,7 @@ from pathlib import Path
 from npulab import lfs, log, manifest, patches, plan, sources, wrappers
 from npulab.build import Context, Outcome, Runner, register
 from npulab.gitutil import git
+from npulab.hashing import sha256_file
 from npulab.plan import Step
 from npulab.recipe import Recipe
 
@@ -163,11 +164,7 @@ def _lfs_filled(ctx: Context, env: dict[str, Path], rel: str) -> bool:
     path = ctx.tree / rel
     if not path.is_file() or path.stat().st_size != size:
         return False
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest() == oid
+    return sha256_file(path) == oid
 
 
 def _render(ctx: Context, step: Step) -> Outcome:

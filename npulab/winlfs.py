@@ -27,8 +27,8 @@ from npulab.winscript import CRLF
 #: The git arguments that fetch one object (pointer on stdin, content on stdout), run in the
 #: scratch repository. Integration tests run exactly these against a local LFS server.
 SMUDGE_ARGS = ("lfs", "smudge")
-#: Exit codes of 02-lfs.ps1 (docs/windows-build.md#exit-codes).
 POINTER_VERSION = "version https://git-lfs.github.com/spec/v1"
+#: Exit codes of 02-lfs.ps1 (docs/windows-build.md#exit-codes).
 EXIT_NO_GIT = 3
 EXIT_NOT_FETCHED = 4
 
@@ -172,8 +172,7 @@ def lfs_ps1(recipe: Recipe, objects: Sequence[LfsObject]) -> str:
         '  $err = "$dest.npulab-err"',
         "  Write-Output ('lfs: [{0}/{1}] {2} ({3:N1} MiB)' -f $i, $todo.Count, $o.Path, "
         "($o.Size / 1048576))",
-        '  $text = "version https://git-lfs.github.com/spec/v1`noid sha256:$($o.Oid)`n'
-        'size $($o.Size)`n"',
+        f'  $text = "{POINTER_VERSION}`noid sha256:$($o.Oid)`nsize $($o.Size)`n"',
         "  [IO.File]::WriteAllText($ptr, $text)",
         "  # Start-Process redirects to files: the object's bytes never pass through a "
         "PowerShell pipeline.",

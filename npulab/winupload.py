@@ -19,6 +19,7 @@ from pathlib import Path
 
 from npulab import log
 from npulab.errors import BuildStepError
+from npulab.hashing import sha256_file
 from npulab.winquote import quote_pwsh
 from npulab.winscript import CRLF
 
@@ -65,7 +66,7 @@ def build_archive(out: Path, dest: Path) -> Archive:
                 with path.open("rb") as src, zf.open(info, "w") as dst:
                     for block in iter(lambda: src.read(1 << 20), b""):
                         dst.write(block)
-        sha = _sha256(tmp)
+        sha = sha256_file(tmp)
         final = dest / f"{sha[:16]}.zip"
         tmp.replace(final)
     except BaseException:
@@ -82,14 +83,6 @@ def build_archive(out: Path, dest: Path) -> Archive:
                 tmp_part.replace(part)
             parts.append((name, hashlib.sha256(block).hexdigest()))
     return Archive(path=final, sha256=sha, size=final.stat().st_size, parts=tuple(parts))
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def state_ps1(root: str) -> str:
