@@ -25,8 +25,6 @@ from npulab.errors import BuildStepError, CommandError
 from npulab.plan import Step
 from npulab.recipe import Recipe
 from npulab.transport import Transport
-from npulab.winquote import quote_pwsh
-from npulab.winscript import CRLF
 from npulab.winsteps import (
     STEP_TIMEOUTS,
     WIN_STEPS,
@@ -35,6 +33,7 @@ from npulab.winsteps import (
     render_scripts,
     script_name,
     stamp_digest,
+    stamp_read_ps1,
 )
 from npulab.wrappers import write_all
 
@@ -181,15 +180,7 @@ def read_host_stamp(ctx: Context, name: str) -> str | None:
     """The build host's ``.npulab-win\\<name>`` (None when absent), read through the transport
     like everything else on the host."""
     root = remote_root(ctx.recipe, ctx.options.extra) or str(ctx.out)
-    text = CRLF.join(
-        [
-            "# npulab-script: stamp-read v1",
-            "$ErrorActionPreference = 'Stop'",
-            f"$p = Join-Path {quote_pwsh(root)} {quote_pwsh('.npulab-win' + chr(92) + name)}",
-            "if (Test-Path -LiteralPath $p) { (Get-Content -LiteralPath $p -Raw).Trim() }",
-            "exit 0",
-        ]
-    )
+    text = stamp_read_ps1(root, name)
     done = TRANSPORT[0](ctx).run_script(text, shell="powershell", idempotent=True)
     return done.stdout.strip() or None
 

@@ -363,6 +363,18 @@ def stamp_digest(script: str) -> str | None:
     return None
 
 
+def stamp_read_ps1(root: str, name: str) -> str:
+    """Prints ``<root>\\.npulab-win\\<name>`` (nothing when it is absent)."""
+    lines = [
+        "# npulab-script: stamp-read v1",
+        "$ErrorActionPreference = 'Stop'",
+        f"$p = Join-Path {quote_pwsh(root)} {quote_pwsh('.npulab-win' + chr(92) + name)}",
+        "if (Test-Path -LiteralPath $p) { (Get-Content -LiteralPath $p -Raw).Trim() }",
+        "exit 0",
+    ]
+    return CRLF.join(lines) + CRLF
+
+
 def planner(recipe: Recipe, options: Options) -> list[Step]:
     """The Windows steps, each depending on its own rendered script (``winscript:<file>``); for
     a remote host, ``win-upload`` first puts ``tree\\`` and ``scripts\\`` there."""

@@ -230,6 +230,7 @@ def _all_ps1(recipe: Recipe, tree: Path) -> dict[str, str]:
     }
     scripts["upload-state"] = winupload.state_ps1(hostile_root)
     scripts["upload-expand"] = winupload.expand_ps1(hostile_root, archive)
+    scripts["stamp-read"] = winsteps.stamp_read_ps1(hostile_root, "ops-cpp.stamp")
     return scripts
 
 
@@ -241,11 +242,13 @@ def test_ps1_parse_clean(recipe: Recipe, tree: Path) -> None:
         "npulab-env.ps1",
         "upload-state",
         "upload-expand",
+        "stamp-read",
     }
     for name, text in ps1.items():
         assert bad_nodes(text) == [], name
         assert "\n" not in text.replace("\r\n", ""), name
-    assert "D:\\it's $(boom)\\`b`\\a&b %x%" in string_values(ps1["upload-expand"])
+    for name in ("upload-state", "upload-expand", "stamp-read"):
+        assert "D:\\it's $(boom)\\`b`\\a&b %x%" in string_values(ps1[name]), name
 
 
 def test_ps1_checker_sees_a_broken_script() -> None:
