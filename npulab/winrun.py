@@ -14,6 +14,7 @@ the checks (prerequisites, LFS objects, import) run every time.
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -139,6 +140,13 @@ def _run(ctx: Context, step: Step) -> Outcome:
         msg = f"step {step.name}: {local} is missing (the render step writes it)"
         raise BuildStepError(msg, hint="invoke build (re-renders scripts/)")
     transport = TRANSPORT[0](ctx)
+    if not transport.is_windows:
+        msg = f"step {step.name} runs on Windows; {transport.host} is {sys.platform}"
+        raise BuildStepError(
+            msg,
+            hint="invoke build --host NAME (a lab host over WinRM), or invoke build on the "
+            "Windows machine; --target stage stages here",
+        )
     remote = _where(ctx, script)
     if script.endswith(".ps1"):
         argv = ["powershell.exe", "-NoProfile", "-ExecutionPolicy", "Bypass", "-File", remote]
@@ -150,13 +158,13 @@ def _run(ctx: Context, step: Step) -> Outcome:
     try:
         done = transport.run(argv, check=False, timeout=timeout, on_output=sink)
     except CommandError as exc:
-        # The transport gave up waiting (timeout): keep what the step printed.
+        # The transport gave up waiting (timeout) or could not start it: keep what it printed.
         partial = Completed(argv=tuple(argv), returncode=-1, stdout=exc.stdout, stderr=exc.stderr)
         sink.finish(f"--- stopped: {exc.message}", partial)
         msg = f"step {step.name} on {transport.host}: {exc.message} (log: {log_path})"
-        raise BuildStepError(
-            msg, hint=f"read {log_path}; if the step is just slow, run invoke build again"
-        ) from exc
+        slow = "timed out" in exc.message
+        hint = "if the step is just slow, run invoke build again" if slow else exc.hint
+        raise BuildStepError(msg, hint=f"read {log_path}; {hint or 'fix the cause'}") from exc
     except BaseException:
         sink.finish("--- interrupted")
         raise

@@ -348,3 +348,15 @@ def test_step_log_streams_or_falls_back_and_timeouts_keep_output(
     log_text = (out / "logs" / "03-conda-env.log").read_text()
     assert "half of the work\n--- stopped: [fake-npu] command timed out after 3600.0s" in log_text
     assert str(out / "logs" / "03-conda-env.log") in str(err.value)
+
+
+def test_windows_steps_refuse_a_non_windows_machine(
+    recipe: Recipe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from npulab.transport.local import LocalTransport
+
+    monkeypatch.setattr(winrun, "TRANSPORT", [lambda ctx: LocalTransport()])
+    with pytest.raises(BuildStepError, match="win-prereqs runs on Windows; local is ") as err:
+        _run(recipe, tmp_path / "b", {})
+    assert "invoke build --host NAME" in str(err.value.hint)
+    assert not (tmp_path / "b" / "logs").exists(), "nothing was started"
