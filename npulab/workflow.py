@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from npulab import build, log, patches, sources
+from npulab.errors import ConfigError
 from npulab.plan import Options, TargetChoice, resolve_target
 from npulab.recipe import Recipe, find_recipe, load_recipe
 
@@ -34,6 +36,7 @@ def run_build(
     origin = origin_for(recipe, source, config_source)
     options = Options(target=resolve_target(target), patch_only=patch_only, extra=dict(extra or {}))
     _check_host(options.extra.get("host"), dry_run=dry_run)
+    _refuse_windows_here(options, dry_run=dry_run)
     if dry_run:
         print(build.dry_run(recipe, options, origin))
         print("(dry run: nothing was fetched, checked out or written)")
@@ -41,6 +44,16 @@ def run_build(
     result = build.run(recipe, options, origin)
     print(summary(result))
     return result
+
+
+def _refuse_windows_here(options: Options, *, dry_run: bool) -> None:
+    """``--target windows`` without a remote host runs the steps on this machine: off Windows
+    that cannot work, so say so before staging."""
+    remote = options.extra.get("host", "local") not in ("local", "localhost")
+    if options.target != "windows" or remote or dry_run or sys.platform == "win32":
+        return
+    msg = f"--target windows runs the Windows steps on this machine, which is {sys.platform}"
+    raise ConfigError(msg, hint="invoke build --host NAME (a lab host over WinRM), or --dry-run")
 
 
 def _check_host(host: str | None, *, dry_run: bool) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import sys
 import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -360,3 +361,15 @@ def test_windows_steps_refuse_a_non_windows_machine(
         _run(recipe, tmp_path / "b", {})
     assert "invoke build --host NAME" in str(err.value.hint)
     assert not (tmp_path / "b" / "logs").exists(), "nothing was started"
+
+
+def test_target_windows_here_fails_before_staging_off_windows(
+    project_root: Path, isolated_cache: Path
+) -> None:
+    if sys.platform == "win32":
+        pytest.skip("this machine is Windows: --target windows runs here")
+    with pytest.raises(ConfigError, match="--target windows runs the Windows steps on this"):
+        run_build(DEFAULT_RECIPE, target="windows")
+    with pytest.raises(ConfigError, match="--target windows"):
+        run_build(DEFAULT_RECIPE, target="windows", extra={"host": "localhost"})
+    assert not paths.build_root().exists(), "nothing staged"
