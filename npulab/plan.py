@@ -94,7 +94,8 @@ def plan(recipe: Recipe, options: Options) -> tuple[Step, ...]:
             name="render",
             kind="render",
             description="render the Windows scripts into scripts/",
-            inputs=("recipe", "step:patch"),
+            # The lock is copied into scripts/ and its digest rendered into 04-pip-lock.cmd.
+            inputs=("recipe", "step:patch", "env.lock"),
         ),
     ]
     if options.target == "windows":

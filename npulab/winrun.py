@@ -13,7 +13,6 @@ the checks (prerequisites, LFS objects, import) run every time.
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -67,10 +66,10 @@ def _script_for(step: Step) -> str:
 
 
 def script_digest(ctx: Context, key: str) -> Any:
-    """Input ``winscript:<file>``: the sha256 of the script as rendered from this tree."""
+    """Input ``winscript:<file>``: the sha256 the render step recorded for the script it wrote
+    (the very file the step runs; render re-runs whenever the tree, recipe or lock change)."""
     name = key.removeprefix("winscript:")
-    text = render_scripts(ctx.recipe, TreeFacts.read(ctx.recipe, ctx.tree)).get(name)
-    return hashlib.sha256(text.encode()).hexdigest() if text is not None else None
+    return ctx.data["steps"].get("render", {}).get("detail", {}).get("files", {}).get(name)
 
 
 def upload_content(ctx: Context, key: str) -> Any:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from npulab import build, manifest, paths, plan, winrun, winsteps, winupload
+from npulab import build, manifest, paths, plan, stagesteps, winrun, winsteps, winupload
 from npulab.cmd import Completed
 from npulab.errors import BuildStepError, CommandError, ConfigError
 from npulab.patches import Series
@@ -134,7 +134,7 @@ def _windows_steps(recipe: Recipe, options: plan.Options) -> list[plan.Step]:
 
 def _run(recipe: Recipe, out: Path, extra: dict[str, str]) -> dict[str, str]:
     """What build.run does for the Windows part: render, then each step via _run_step."""
-    winrun.register_all()
+    stagesteps.register_all()
     options = plan.Options(target="windows", extra=extra)
     ctx = build.Context(
         recipe=recipe,
@@ -148,10 +148,10 @@ def _run(recipe: Recipe, out: Path, extra: dict[str, str]) -> dict[str, str]:
     env_yaml = ctx.tree / recipe.env.env_file
     env_yaml.parent.mkdir(parents=True, exist_ok=True)
     env_yaml.write_text("name: x\n")
-    winrun.render_windows(recipe, ctx.tree, ctx.scripts)
+    render = next(s for s in plan.plan(recipe, options) if s.name == "render")
     statuses = {}
     try:
-        for step in _windows_steps(recipe, options):
+        for step in [render, *_windows_steps(recipe, options)]:
             statuses[step.name] = build._run_step(ctx, step, build.RUNNERS[step.kind])
     finally:
         manifest.save(
