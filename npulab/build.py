@@ -43,6 +43,8 @@ class Context:
     source: Source | None = None
     entries: list[Entry] = field(default_factory=list)
     digests: dict[str, str] = field(default_factory=dict)
+    #: Objects the steps of this one build share (the Windows host's transport).
+    shared: dict[str, Any] = field(default_factory=dict)
 
     @property
     def tree(self) -> Path:

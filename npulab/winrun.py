@@ -52,6 +52,15 @@ def default_transport(ctx: Context) -> Transport:
 TRANSPORT: list[TransportFactory] = [default_transport]
 
 
+def _transport(ctx: Context) -> Transport:
+    """The build host's transport, made once per build: every step, stamp read and upload
+    shares one connection (and one credential lookup)."""
+    if "transport" not in ctx.shared:
+        ctx.shared["transport"] = TRANSPORT[0](ctx)
+    transport: Transport = ctx.shared["transport"]
+    return transport
+
+
 def render_windows(recipe: Recipe, tree: Path, scripts: Path) -> list[Path]:
     """Staging renderer: the step scripts, check-lock.py and npulab-env.cmd/.ps1."""
     return write_all(render_scripts(recipe, TreeFacts.read(recipe, tree)), scripts)
@@ -138,7 +147,7 @@ def _run(ctx: Context, step: Step) -> Outcome:
     if not local.is_file():
         msg = f"step {step.name}: {local} is missing (the render step writes it)"
         raise BuildStepError(msg, hint="invoke build (re-renders scripts/)")
-    transport = TRANSPORT[0](ctx)
+    transport = _transport(ctx)
     if not transport.is_windows:
         msg = f"step {step.name} runs on Windows; {transport.host} is {sys.platform}"
         raise BuildStepError(
@@ -188,7 +197,7 @@ def read_host_stamp(ctx: Context, name: str) -> str | None:
     like everything else on the host."""
     root = remote_root(ctx.recipe, ctx.options.extra) or str(ctx.out)
     text = stamp_read_ps1(root, name)
-    done = TRANSPORT[0](ctx).run_script(text, shell="powershell", idempotent=True)
+    done = _transport(ctx).run_script(text, shell="powershell", idempotent=True)
     return done.stdout.strip() or None
 
 
@@ -211,7 +220,7 @@ def _upload(ctx: Context, step: Step) -> Outcome:
         msg = "internal: win-upload runs only for a remote host"
         raise BuildStepError(msg)
     archive = winupload.build_archive(ctx.out, ctx.state / "upload")
-    transport = TRANSPORT[0](ctx)
+    transport = _transport(ctx)
     log.info(f"    archive: {winupload.describe(archive)}")
     state = transport.run_script(winupload.state_ps1(root), shell="powershell", idempotent=True)
     stamp, have = winupload.parse_state(state.stdout)

@@ -249,6 +249,7 @@ def test_wiped_host_is_rebuilt(recipe: Recipe, tmp_path: Path, fake: list[FakeTr
     _run(recipe, out, {"host": "npu-01"})
     _fresh(fake)
     assert _run(recipe, out, {"host": "npu-01"})["win-conda-env"] == "up-to-date"
+    assert len(fake) == 2, "stamp reads share the build's transport"
     assert _ran(fake) == ["01-prereqs.ps1", "02-lfs.ps1", "06-import-check.cmd"]
     assert not [u for t in fake[1:] for u in t.uploads], "the host holds this upload"
     _fresh(fake)
@@ -282,6 +283,7 @@ def test_local_run_uploads_nothing(
 ) -> None:
     out = tmp_path / "b"
     _run(recipe, out, {})
+    assert len(fake) == 2, "one transport for the whole build"
     assert all(not t.uploads for t in fake)
     assert fake[1].calls[0][-1] == str(out / "scripts" / "01-prereqs.ps1")
 
