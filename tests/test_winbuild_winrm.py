@@ -18,18 +18,11 @@ from npulab.transport import Transport
 from tests.gitrepo import LFS_POINTER
 from tests.test_build import DLL, MODELING, staged  # noqa: F401 - the staged upstream fixture
 from tests.test_winrm_transport import PASSWORD, _transport
+from tests.test_winrun import ALL
 from tests.winhost import BuildHost
 
 pytestmark = pytest.mark.integration
 ROOT = "C:\\npulab\\build\\t"
-STEPS = [
-    "01-prereqs.ps1",
-    "02-lfs.ps1",
-    "03-conda-env.cmd",
-    "04-pip-lock.cmd",
-    "05-ops-cpp.cmd",
-    "06-import-check.cmd",
-]
 
 
 @pytest.fixture
@@ -60,7 +53,7 @@ def test_host_build_uploads_runs_and_resumes(
     lab.codes["05-ops-cpp.cmd"] = 1
     with pytest.raises(BuildStepError, match="win-ops-cpp failed on phx-01 with exit code 1"):
         _build(recipe, origin)
-    assert lab.ran == STEPS[:5]
+    assert lab.ran == ALL[:5]
     step_log = (build.output_dir(recipe) / "logs" / "05-ops-cpp.log").read_text()
     assert step_log.startswith(f"$ cmd.exe /d /v:off /c {ROOT}\\scripts\\05-ops-cpp.cmd\n")
     assert step_log.endswith("ran 05-ops-cpp.cmd\n[stderr] failed\n--- exit code 1\n")
@@ -87,4 +80,4 @@ def test_host_build_uploads_runs_and_resumes(
     lab.ran.clear()
     again = _build(recipe, origin)
     assert again.steps["win-upload"] == "done"
-    assert lab.ran == STEPS
+    assert lab.ran == ALL
