@@ -45,7 +45,7 @@ def lint(session: nox.Session) -> None:
     session.run("python", "-m", "npulab.ci.lint")
     session.run("python", "-m", "invoke", "ci.render", "--check")
     # Ansible: module options vs DOCUMENTATION + idempotence, syntax-check, ansible-lint offline.
-    session.run("python", "-m", "npulab.ansible_idempotence", "ansible")
+    session.run("python", "-m", "npulab.lab.ansible_idempotence", "ansible")
     with session.chdir("ansible"):
         env = {"ANSIBLE_CONFIG": "ansible.cfg"}
         session.run("ansible-playbook", "--syntax-check", "site.yml", env=env)

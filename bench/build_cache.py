@@ -74,8 +74,10 @@ def synthetic_recipe(where: Path, commit: str, tree: str) -> Path:
 
 
 def timed_build(recipe_path: Path, mirror: Path, patch_only: bool) -> tuple[float, dict[str, str]]:
-    from npulab import build, plan, sources
+    from npulab.build import executor as build
+    from npulab.build import plan
     from npulab.recipe import load_recipe
+    from npulab.source import sources
 
     recipe = load_recipe(recipe_path)
     origin = sources.resolve_origin(recipe.upstream.repo_url, source=mirror)

@@ -25,7 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psutil
 
-from npulab import inventory, log, probe
+from npulab import log
+from npulab.hosts import inventory
+from npulab.lab import probe
 from npulab.transport import connect
 
 

@@ -37,8 +37,9 @@ def load(path: Path, name: str) -> ModuleType:
 
 
 def trees(mirror: str, where: Path) -> tuple[Path, Path]:
-    from npulab import patches, paths, sources
+    from npulab import paths
     from npulab.recipe import DEFAULT_RECIPE, find_recipe, load_recipe
+    from npulab.source import patches, sources
 
     os.environ["NPULAB_CACHE"] = str(where / "cache")
     recipe = load_recipe(find_recipe(DEFAULT_RECIPE))

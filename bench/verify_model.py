@@ -23,7 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from npulab import hashing, models
+from npulab import hashing
+from npulab.model import fetch as models
 from npulab.recipe import Model, ModelFile
 
 MIB = 1024 * 1024

@@ -22,15 +22,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from npulab import build, manifest, plan, sources, winrun  # noqa: E402
-from npulab.credentials import Credentials, Secret  # noqa: E402
+from npulab.build import executor as build  # noqa: E402
+from npulab.build import manifest, plan  # noqa: E402
 from npulab.errors import BuildStepError  # noqa: E402
-from npulab.patches import Series  # noqa: E402
+from npulab.hosts.credentials import Credentials, Secret  # noqa: E402
 from npulab.recipe import DEFAULT_RECIPE, find_recipe, load_recipe  # noqa: E402
+from npulab.source import sources  # noqa: E402
+from npulab.source.patches import Series  # noqa: E402
 from npulab.testing.fakehost import FakeHost, preset  # noqa: E402
 from npulab.testing.wsman_server import WSManServer  # noqa: E402
 from npulab.transport.settings import WinRMSettings  # noqa: E402
 from npulab.transport.winrm import WinRMTransport  # noqa: E402
+from npulab.windows import run as winrun  # noqa: E402
 from tests.winhost import BuildHost  # noqa: E402
 
 PASSWORD = "bench-only-password"

@@ -33,8 +33,8 @@ def build(
     remote_root: str = "",
 ) -> None:
     """Fetch, verify, patch and render the stack into build/<recipe>/ (Windows: build it)."""
+    from npulab.build.workflow import run_build
     from npulab.errors import ConfigError
-    from npulab.workflow import run_build
 
     if target not in ("auto", "stage", "windows"):
         msg = f"--target: expected auto, stage or windows, got {target!r}"

@@ -17,7 +17,7 @@ def _inventory(c: Context, inventory: str) -> str | None:
     if inventory:
         return inventory
     if os.environ.get("NPULAB_INVENTORY"):
-        return None  # npulab.inventory reads it
+        return None  # npulab.hosts.inventory reads it
     return config_value(c, "inventory")
 
 
@@ -27,7 +27,7 @@ def _inventory(c: Context, inventory: str) -> str | None:
         "json": "print the report as JSON on stdout",
         "concurrency": "hosts probed at once (default 32)",
         "hardware_only": "pass hosts whose hardware matches even if prerequisites are missing",
-        "inventory": "inventory file (default: NPULAB_INVENTORY or npulab.inventory)",
+        "inventory": "inventory file (default: NPULAB_INVENTORY or npulab.hosts.inventory)",
     }
 )
 @fails_cleanly
@@ -40,7 +40,7 @@ def probe(
     inventory: str = "",
 ) -> None:
     """Probe lab hosts over WinRM: CPU, NPU, driver, Windows build, disk, prerequisites."""
-    from npulab.lab import run_probe
+    from npulab.lab.commands import run_probe
 
     code = run_probe(
         hosts or None,
@@ -59,7 +59,7 @@ def probe(
         "command": "the command line (or give it after --, quoted once for your shell)",
         "powershell": "run it as PowerShell instead of cmd.exe",
         "timeout": "seconds before the command is stopped (default: none)",
-        "inventory": "inventory file (default: NPULAB_INVENTORY or npulab.inventory)",
+        "inventory": "inventory file (default: NPULAB_INVENTORY or npulab.hosts.inventory)",
         "dry_run": "print what would run",
     }
 )
@@ -75,7 +75,7 @@ def run(
 ) -> None:
     """Run one command on a lab host: invoke lab.run --host phx-01 -- 'python -V'."""
     from npulab.errors import ConfigError
-    from npulab.lab import run_command
+    from npulab.lab.commands import run_command
 
     line = command or c.remainder
     if not line.strip():
@@ -104,7 +104,7 @@ def sim(c: Context, dir: str = "", latency: float = 0.0) -> None:
     """Serve a simulated lab (PHX, HPT, no NPU, GBK, Strix, unprovisioned) on loopback."""
     from pathlib import Path
 
-    from npulab.lab import serve_sim
+    from npulab.lab.commands import serve_sim
 
     serve_sim(Path(dir) if dir else None, latency=latency)
 

@@ -19,7 +19,7 @@ from invoke_tasks._common import config_value, fails_cleanly, is_dry_run
         "forks": "hosts provisioned at once at most (default 16; never more than the hosts)",
         "runner_url": "register GitHub runners for this repo/org URL (token: NPULAB_RUNNER_TOKEN)",
         "stack_repo": "clone URL of npulab to check out and build on each host",
-        "inventory": "inventory file (default: NPULAB_INVENTORY or npulab.inventory)",
+        "inventory": "inventory file (default: NPULAB_INVENTORY or npulab.hosts.inventory)",
         "verbose": "Ansible verbosity (-v per count)",
         "dry_run": "print the ansible-playbook command instead of running it",
     },
@@ -41,7 +41,7 @@ def provision(
     """Provision lab machines over WinRM (Ansible): driver, Git+LFS, Miniconda, VS 2019, runner."""
     import os
 
-    from npulab import provision as prov
+    from npulab.lab import provision as prov
 
     extra = {}
     if runner_url:

@@ -18,8 +18,8 @@ from invoke_tasks._common import config_value, fails_cleanly, is_dry_run
 @fails_cleanly
 def lock(c: Context, recipe: str = "", check: bool = False, dry_run: bool = False) -> None:
     """Regenerate recipes/locks/<recipe>.win_amd64-cp39.txt with uv (or --check it)."""
-    from npulab import lock as lockmod
     from npulab.recipe import find_recipe, load_recipe
+    from npulab.source import envlock as lockmod
 
     loaded = load_recipe(find_recipe(recipe or config_value(c, "recipe")))
     if check:

@@ -23,7 +23,7 @@ def fetch(
     c: Context, recipe: str = "", dest: str = "", verify: bool = False, dry_run: bool = False
 ) -> None:
     """Download the recipe's model files at the pinned revision and verify size + sha256."""
-    from npulab import models
+    from npulab.model import fetch as models
     from npulab.recipe import find_recipe, load_recipe
 
     loaded = load_recipe(find_recipe(recipe or config_value(c, "recipe")))
@@ -46,7 +46,7 @@ def fetch(
 @fails_cleanly
 def pin(c: Context, recipe: str = "", revision: str = "", dry_run: bool = False) -> None:
     """Write the hub revision and every model file's sha256 and size into the recipe."""
-    from npulab import model_pin
+    from npulab.model import pin as model_pin
     from npulab.recipe import find_recipe
 
     diff = model_pin.pin(

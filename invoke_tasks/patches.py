@@ -16,7 +16,7 @@ SOURCE_HELP = "local mirror or checkout of the upstream (else NPULAB_UPSTREAM / 
 @fails_cleanly
 def list_(c: Context, recipe: str = "") -> None:
     """List the series: each patch, its upstream status, what it fixes and the files it touches."""
-    from npulab.workflow import patches_list
+    from npulab.build.workflow import patches_list
 
     print(patches_list(recipe or config_value(c, "recipe")))
 
@@ -25,7 +25,7 @@ def list_(c: Context, recipe: str = "") -> None:
 @fails_cleanly
 def check(c: Context, recipe: str = "", source: str = "") -> None:
     """Check that every patch applies exactly (no fuzz) to the pinned commit."""
-    from npulab.workflow import patches_check
+    from npulab.build.workflow import patches_check
 
     patches_check(recipe or config_value(c, "recipe"), source or None, config_value(c, "source"))
 
@@ -43,7 +43,7 @@ def apply(
     c: Context, recipe: str = "", source: str = "", patch_only: bool = False, dry_run: bool = False
 ) -> None:
     """Stage the pinned tree with the series applied into build/<recipe>/tree (all or nothing)."""
-    from npulab.workflow import run_build
+    from npulab.build.workflow import run_build
 
     run_build(
         recipe or config_value(c, "recipe"),
@@ -69,7 +69,7 @@ def refresh(
     c: Context, patch: str, tree: str = "", files: str = "", recipe: str = "", source: str = ""
 ) -> None:
     """Regenerate a patch's diff from an edited tree, keeping its header."""
-    from npulab.workflow import patches_refresh
+    from npulab.build.workflow import patches_refresh
 
     patches_refresh(
         recipe or config_value(c, "recipe"),

@@ -29,9 +29,9 @@ def wrappers(
     """Write the chcp 65001 wrappers for a stack at the given Windows paths (CRLF, UTF-8)."""
     from pathlib import Path
 
-    from npulab import wrappers as w
     from npulab.errors import ConfigError
     from npulab.recipe import find_recipe, load_recipe
+    from npulab.windows import wrappers as w
 
     loaded = load_recipe(find_recipe(recipe or config_value(c, "recipe")))
     env = w.RuntimeEnv(

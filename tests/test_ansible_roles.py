@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 import yaml
 
-from npulab import ansible_check as ac
-from npulab import ansible_idempotence as ai
-from npulab import cmd, inventory
+from npulab import cmd
+from npulab.hosts import inventory
+from npulab.lab import ansible_check as ac
+from npulab.lab import ansible_idempotence as ai
 
 ROOT = Path(__file__).resolve().parent.parent
 ANSIBLE = ROOT / "ansible"
@@ -324,7 +325,7 @@ def test_stack_build_change_marker_is_what_npulab_prints() -> None:
         "Run invoke build (each step skipped when its inputs did not change)"
     ]
     marker = re.search(r"'([^']+)' not in", task["changed_when"]).group(1)  # type: ignore[union-attr]
-    assert f'"{marker}' in (ROOT / "npulab" / "workflow.py").read_text()
+    assert f'"{marker}' in (ROOT / "npulab" / "build" / "workflow.py").read_text()
 
 
 _VALIDATE = """

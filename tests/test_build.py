@@ -10,9 +10,13 @@ from typing import Any
 import pytest
 import yaml
 
-from npulab import build, paths, plan, sources, winplan, workflow
+from npulab import paths
+from npulab.build import executor as build
+from npulab.build import plan, workflow
 from npulab.errors import PatchError, SourceError
 from npulab.recipe import DEFAULT_RECIPE, Recipe, load_recipe
+from npulab.source import sources
+from npulab.windows import plan as winplan
 from tests.gitrepo import (
     LFS_CONTENT,
     LFS_POINTER,

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from npulab import check_lock, winsteps
 from npulab.recipe import DEFAULT_RECIPE, load_recipe
+from npulab.windows import check_lock
+from npulab.windows import steps as winsteps
 
 
 def test_pins_of_the_committed_lock(project_root: Path) -> None:

@@ -70,7 +70,7 @@ def test_defensive_reading_of_broken_reports(tmp_path: Path) -> None:
 
 
 def test_manifest_series_hash_matches_the_build_code() -> None:
-    from npulab.build import _sha
+    from npulab.build.executor import _sha
 
     data = read_json(next(NIGHTS.glob("pass/smoke-phx-7940hs/*/manifest.json"))) or {}
     facts = parse_manifest(data)

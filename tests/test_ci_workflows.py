@@ -233,7 +233,7 @@ def test_zizmor_fails_an_unpinned_action_with_credentials(tmp_path: Path) -> Non
 
 def test_inventory_hosts_carry_the_runner_labels_of_their_machine_kind() -> None:
     """Runners registered from the inventory's labels must pick up the nightly job of their chip."""
-    from npulab import inventory
+    from npulab.hosts import inventory
 
     matrix = load_matrix()
     lab = inventory.load(ROOT / "ansible" / "inventories" / "lab" / "hosts.yml")

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from npulab import credentials, inventory
 from npulab.errors import ConfigError, TransportError
+from npulab.hosts import credentials, inventory
 from npulab.transport import connect
 from npulab.transport.local import LocalTransport
 from npulab.transport.winrm import WinRMTransport

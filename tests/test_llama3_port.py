@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from npulab import patches
+from npulab.source import patches
 from tests.upstream_tree import UpstreamTrees
 
 torch = pytest.importorskip("torch")

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from npulab import lock
 from npulab.errors import DriftError
 from npulab.recipe import DEFAULT_RECIPE, Recipe, find_recipe, load_recipe
+from npulab.source import envlock as lock
 from tests.upstream_tree import UpstreamTrees
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from npulab import manifest
+from npulab.build import manifest
 from npulab.errors import ConfigError
 
 

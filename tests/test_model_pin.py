@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from npulab import model_pin
 from npulab.errors import ConfigError, SourceError
+from npulab.model import pin as model_pin
 from npulab.recipe import load_recipe
 from npulab.testing.hub_server import HubServer
 

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from huggingface_hub import constants
 
-from npulab import hashing, models
+from npulab import hashing
 from npulab.errors import ConfigError, SourceError, VerificationError
+from npulab.model import fetch as models
 from npulab.recipe import Model, ModelFile
 from npulab.testing.hub_server import HubServer
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from npulab import patches, sources
 from npulab.errors import PatchError
+from npulab.source import patches, sources
 from tests.gitrepo import make_patch, make_upstream, write_series
 
 URL = "https://example.invalid/amd/RyzenAI-SW.git"

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from npulab import inventory, probe
-from npulab.credentials import Credentials, Secret
-from npulab.inventory import Host
-from npulab.probe_script import PROBE_SCRIPT
+from npulab.hosts import inventory
+from npulab.hosts.credentials import Credentials, Secret
+from npulab.hosts.inventory import Host
+from npulab.lab import probe
+from npulab.lab.probe_script import PROBE_SCRIPT
 from npulab.testing.fakehost import FakeHost, preset
 from npulab.testing.fleet import FakeFleet, SimHost, demo_members
 from npulab.transport import Transport, connect

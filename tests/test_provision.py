@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from npulab import inventory, provision
 from npulab.errors import CommandError, ConfigError
+from npulab.hosts import inventory
+from npulab.lab import provision
 
 ROOT = Path(__file__).resolve().parent.parent
 LAB = ROOT / "ansible" / "inventories" / "lab" / "hosts.yml"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from npulab import patches
 from npulab.recipe import DEFAULT_RECIPE, find_recipe, load_recipe
+from npulab.source import patches
 
 SERIES_DIR = Path(__file__).resolve().parent.parent / "patches" / "ryzenai-sw" / "1.1"
 

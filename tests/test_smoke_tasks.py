@@ -175,7 +175,7 @@ def test_dry_run_renders_the_config_and_runs_nothing(
 def test_npu_backend_on_windows_uses_the_build_python_wrapper(
     project_root: Path, tmp_path: Path, isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from npulab.build import output_dir
+    from npulab.build.executor import output_dir
 
     monkeypatch.delenv("NPULAB_SMOKE_PYTHON", raising=False)
     recipe = load_recipe(tiny_recipe(project_root, tmp_path))

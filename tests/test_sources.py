@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from npulab import lfs, sources
 from npulab.errors import SourceError
+from npulab.source import lfs, sources
 from tests.gitrepo import drop_blob, git, make_upstream
 
 URL = "https://example.invalid/amd/RyzenAI-SW.git"

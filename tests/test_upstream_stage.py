@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from npulab import build, patches, plan, sources
-from npulab.gitutil import git
-from npulab.lfs import parse_pointer
+from npulab.build import executor as build
+from npulab.build import plan
 from npulab.recipe import DEFAULT_RECIPE, load_recipe
-from npulab.winsteps import TreeFacts
+from npulab.source import patches, sources
+from npulab.source.gitutil import git
+from npulab.source.lfs import parse_pointer
+from npulab.windows.steps import TreeFacts
 
 UPSTREAM = os.environ.get("NPULAB_UPSTREAM")
 pytestmark = [

@@ -8,13 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from npulab import build, plan, sources, winrun, winupload
-from npulab.build import Context
+from npulab.build import executor as build
+from npulab.build import plan
+from npulab.build.executor import Context
 from npulab.errors import BuildStepError
 from npulab.recipe import Recipe
+from npulab.source import sources
 from npulab.testing.fakehost import FakeHost, preset
 from npulab.testing.wsman_server import WSManServer
 from npulab.transport import Transport
+from npulab.windows import run as winrun
+from npulab.windows import upload as winupload
 from tests.gitrepo import LFS_POINTER
 from tests.test_build import DLL, MODELING, staged  # noqa: F401 - the staged upstream fixture
 from tests.test_winrm_transport import PASSWORD, _transport

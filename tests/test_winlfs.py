@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from npulab import winlfs
 from npulab.recipe import DEFAULT_RECIPE, Lfs, Recipe, load_recipe
 from npulab.testing.lfs_server import LfsServer
-from npulab.winlfs import LfsObject, include_regex, pointer_objects
+from npulab.windows import lfs as winlfs
+from npulab.windows.lfs import LfsObject, include_regex, pointer_objects
 from tests.pwsh import bad_nodes, string_values
 
 INCLUDED = "example/transformers/third_party/lib/tvm_ipu.dll"

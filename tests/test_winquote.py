@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from npulab.winquote import (
+from npulab.quoting import (
     cmd_set,
     quote_argv,
     quote_cmd_arg,

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from npulab.credentials import Credentials, Secret
 from npulab.errors import CommandError, TransportError
+from npulab.hosts.credentials import Credentials, Secret
 from npulab.testing.fakehost import FakeHost, Response, clixml_error, preset
 from npulab.testing.wsman_server import Fault, WSManServer
 from npulab.transport.settings import WinRMSettings

@@ -13,13 +13,19 @@ from typing import Any
 
 import pytest
 
-from npulab import build, manifest, paths, plan, stagesteps, winrun, winsteps, winupload
+from npulab import paths
+from npulab.build import executor as build
+from npulab.build import manifest, plan
+from npulab.build import stage as stagesteps
+from npulab.build.workflow import run_build
 from npulab.cmd import Completed
 from npulab.errors import BuildStepError, CommandError, ConfigError
-from npulab.patches import Series
 from npulab.recipe import DEFAULT_RECIPE, Recipe, load_recipe
-from npulab.sources import Origin
-from npulab.workflow import run_build
+from npulab.source.patches import Series
+from npulab.source.sources import Origin
+from npulab.windows import run as winrun
+from npulab.windows import steps as winsteps
+from npulab.windows import upload as winupload
 from tests.pwsh import string_values
 
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from npulab import winsteps
 from npulab.recipe import DEFAULT_RECIPE, Recipe, load_recipe
-from npulab.winsteps import TreeFacts
+from npulab.windows import steps as winsteps
+from npulab.windows.steps import TreeFacts
 from tests.winemu import phase1, split_argv
 
 Program = Callable[[list[str]], int]

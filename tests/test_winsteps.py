@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from npulab import plan, winsteps, winupload
+from npulab.build import plan
 from npulab.recipe import DEFAULT_RECIPE, Lfs, Recipe, load_recipe
-from npulab.winlfs import LfsObject
-from npulab.winscript import CRLF, check_cmd
-from npulab.winsteps import TreeFacts
+from npulab.windows import steps as winsteps
+from npulab.windows import upload as winupload
+from npulab.windows.lfs import LfsObject
+from npulab.windows.script import CRLF, check_cmd
+from npulab.windows.steps import TreeFacts
 from tests.pwsh import bad_nodes, string_values
 from tests.winemu import phase1
 

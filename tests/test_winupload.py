@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from npulab import winupload
 from npulab.errors import BuildStepError
+from npulab.windows import upload as winupload
 
 
 def _out(tmp_path: Path) -> Path:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from npulab.winquote import quote_cmd_line
-from npulab.wrappers import (
+from npulab.quoting import quote_cmd_line
+from npulab.windows.wrappers import (
     SMOKE_RUNNER,
     EntryPoint,
     RuntimeEnv,
@@ -241,7 +241,7 @@ def test_staged_wrappers_find_tree_and_conda_at_run_time(
 
 
 def test_staging_registers_the_wrapper_renderer() -> None:
-    from npulab import stagesteps
+    from npulab.build import stage as stagesteps
 
     assert render_staged in stagesteps.RENDERERS
 
@@ -251,7 +251,7 @@ def test_staging_registers_the_wrapper_renderer() -> None:
 )
 def test_quote_wrapper_call_reaches_the_program(wrapper: str) -> None:
     """The whole cmd /c line: wrapper path parsed once, arguments twice (line, then %*)."""
-    from npulab.winquote import quote_wrapper_call
+    from npulab.quoting import quote_wrapper_call
 
     tree, conda = TREES[0], CONDAS[0]
     args = ["-c", "pass", *HOSTILE]

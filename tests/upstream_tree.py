@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from npulab import patches, paths, sources
+from npulab import paths
 from npulab.recipe import DEFAULT_RECIPE, Recipe, find_recipe, load_recipe
+from npulab.source import patches, sources
 
 
 @dataclass(frozen=True)

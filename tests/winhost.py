@@ -11,7 +11,7 @@ import io
 import zipfile
 
 from npulab.testing.fakehost import FakeHost, Response
-from npulab.winsteps import stamp_digest
+from npulab.windows.steps import stamp_digest
 from tests.pwsh import string_values
 
 

@@ -1,4 +1,4 @@
-"""Write the per-host PLAY RECAP as JSON for ``invoke lab.provision`` (npulab.provision).
+"""Write the per-host PLAY RECAP as JSON for ``invoke lab.provision`` (npulab.lab.provision).
 
 Enabled by ansible.cfg (``callbacks_enabled``); writes only when NPULAB_PROVISION_SUMMARY names a
 file. Counts only, never task results (which may carry secrets).

@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from npulab import gitutil, log, paths
+from npulab import log, paths
 from npulab.ci import workflow
 from npulab.errors import CommandError, ConfigError, DriftError, SourceError, TransportError
 from npulab.recipe import Model, Recipe, find_recipe, load_recipe
 from npulab.schema import load_yaml
+from npulab.source import gitutil
 
 CHECKS = ("upstream", "hub", "installers", "actions")
 
@@ -92,8 +93,8 @@ def check_hub(model: Model) -> list[Drift]:
     )
     from requests import RequestException
 
-    from npulab.model_pin import read_pins
-    from npulab.models import endpoint
+    from npulab.model.fetch import endpoint
+    from npulab.model.pin import read_pins
 
     subject = f"{model.repo_id}@{model.revision}"
     if model.revision is None or not model.pinned:

@@ -146,7 +146,7 @@ def parse_smoke(data: dict[str, Any]) -> SmokeResult:
 
 
 def series_sha256(patches: list[dict[str, Any]]) -> str:
-    """The patch series hash, as ``npulab.build.series_digest`` computes it."""
+    """The patch series hash, as ``npulab.build.executor.series_digest`` computes it."""
     value = {str(p.get("name")): p.get("sha256") for p in patches}
     blob = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from npulab.models import require_pinned
+from npulab.model.fetch import require_pinned
 from npulab.recipe import Device, Recipe
 
 Backend = Literal["npu", "cpu"]

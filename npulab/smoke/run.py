@@ -20,7 +20,7 @@ from typing import Any
 
 from npulab import cmd, log, paths
 from npulab.errors import ConfigError, SmokeFailure, TransportError, VerificationError
-from npulab.models import model_dir as local_model_dir
+from npulab.model.fetch import model_dir as local_model_dir
 from npulab.recipe import Recipe
 from npulab.smoke import config as smoke_config
 from npulab.smoke.config import Backend
@@ -58,7 +58,7 @@ def python_for(
         return chosen
     if backend == "cpu":
         return sys.executable
-    from npulab.build import output_dir
+    from npulab.build.executor import output_dir
 
     wrapper = output_dir(recipe) / "scripts" / "python.cmd"
     if windows and wrapper.is_file():

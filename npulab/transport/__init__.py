@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 from npulab.cmd import Completed, OutputSink
 
 if TYPE_CHECKING:
-    from npulab.credentials import Credentials
-    from npulab.inventory import Inventory
+    from npulab.hosts.credentials import Credentials
+    from npulab.hosts.inventory import Inventory
 
 Shell = Literal["cmd", "powershell"]
 
@@ -90,13 +90,13 @@ def connect(
     """The transport for ``host_name``: ``local``/``localhost`` is this machine, any other name
     is looked up in the lab inventory (``inventory`` object or path; default
     ``ansible/inventories/lab/hosts.yml`` or ``NPULAB_INVENTORY``). Credentials come from the
-    environment or the secrets file (:mod:`npulab.credentials`) unless given.
+    environment or the secrets file (:mod:`npulab.hosts.credentials`) unless given.
 
     Raises ConfigError for an unknown host or missing credentials, TransportError when the
     inventory's settings are unsafe (Basic over plain HTTP). Nothing is contacted yet.
     """
-    from npulab import credentials as creds_mod
-    from npulab import inventory as inv_mod
+    from npulab.hosts import credentials as creds_mod
+    from npulab.hosts import inventory as inv_mod
     from npulab.paths import project_root
     from npulab.transport.local import LocalTransport
     from npulab.transport.settings import settings_from

@@ -20,7 +20,7 @@ from __future__ import annotations
 import base64
 import hashlib
 
-from npulab.winquote import quote_pwsh
+from npulab.quoting import quote_pwsh
 
 POWERSHELL = ("powershell.exe", "-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass")
 #: Raw bytes per stdin line: base64 (x4/3) inside a base64 SOAP body (x4/3) stays well below

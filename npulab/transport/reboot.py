@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 
 from npulab import log
 from npulab.errors import CommandError, TransportError
+from npulab.quoting import quote_argv
 from npulab.transport import psscripts
 from npulab.transport.decode import clixml_to_text
 from npulab.transport.faults import MaybeStarted
-from npulab.winquote import quote_argv
 
 if TYPE_CHECKING:
     from npulab.transport.winrm import WinRMTransport

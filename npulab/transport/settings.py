@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from npulab.errors import TransportError
 
 if TYPE_CHECKING:
-    from npulab.inventory import HostVars
+    from npulab.hosts.inventory import HostVars
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class WinRMSettings:
 
 
 def settings_from(vars_: HostVars) -> WinRMSettings:
-    """WinRMSettings from an inventory :class:`~npulab.inventory.HostVars`."""
+    """WinRMSettings from an inventory :class:`~npulab.hosts.inventory.HostVars`."""
     return WinRMSettings(
         endpoint=vars_.endpoint,
         auth=vars_.ansible_winrm_transport,

@@ -27,14 +27,14 @@ from winrm.protocol import Protocol
 
 from npulab import log
 from npulab.cmd import Completed, OutputSink
-from npulab.credentials import Credentials, redact
 from npulab.errors import CommandError, TransportError
+from npulab.hosts.credentials import Credentials, redact
+from npulab.quoting import quote_argv, quote_pwsh
 from npulab.transport import Shell, psscripts
 from npulab.transport.decode import clixml_to_text, decode_output, is_utf8
 from npulab.transport.faults import Fault, MaybeStarted, classify
 from npulab.transport.files import RemoteFiles
 from npulab.transport.settings import WinRMSettings
-from npulab.winquote import quote_argv, quote_pwsh
 
 T = TypeVar("T")
 

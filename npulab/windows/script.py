@@ -1,6 +1,6 @@
 """Windows script text: ``.cmd`` builder, runtime env files and the ``.cmd`` rule checker.
 
-Every piece of data goes through :mod:`npulab.winquote` (``quote_cmd_arg``, ``cmd_set``,
+Every piece of data goes through :mod:`npulab.quoting` (``quote_cmd_arg``, ``cmd_set``,
 ``quote_pwsh``); the templates here only add fixed text. A rendered ``.cmd`` has CRLF endings,
 ``@echo off``, ``chcp 65001 >nul`` and an ``if errorlevel 1`` check after every command.
 """
@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from npulab.winquote import cmd_set, quote_cmd_arg, quote_pwsh
+from npulab.quoting import cmd_set, quote_cmd_arg, quote_pwsh
 
 CRLF = "\r\n"
 FAIL = "if errorlevel 1 exit /b %errorlevel%"

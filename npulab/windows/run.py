@@ -2,9 +2,9 @@
 
 Local on Windows, ``npulab.transport.connect(host)`` for ``invoke build --host NAME`` (the
 option ``host`` in ``Options.extra``). For a remote host ``win-upload`` first puts ``tree\\`` and
-``scripts\\`` under ``<remote_root>`` (:mod:`npulab.winupload`); every other step runs its script
-there (or in place, on this machine), its output saved to ``build/<recipe>/logs/NN-<step>.log``,
-and fails with the log path and exit code.
+``scripts\\`` under ``<remote_root>`` (:mod:`npulab.windows.upload`); every other step runs its
+script there (or in place, on this machine), its output saved to
+``build/<recipe>/logs/NN-<step>.log``, and fails with the log path and exit code.
 
 Resume: a stamped step (conda env, pip lock, ops\\cpp) whose inputs are unchanged is skipped only
 while the host's own stamp still holds the script's digest, so a rebuilt or wiped host is redone;
@@ -18,14 +18,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from npulab import log, winupload
-from npulab.build import Context, Outcome, Runner, register
+from npulab import log
+from npulab.build.executor import Context, Outcome, Runner, register
+from npulab.build.plan import Step
 from npulab.cmd import Completed
 from npulab.errors import BuildStepError, CommandError
-from npulab.plan import Step
 from npulab.recipe import Recipe
 from npulab.transport import Transport
-from npulab.winsteps import (
+from npulab.windows import upload as winupload
+from npulab.windows.steps import (
     STEP_TIMEOUTS,
     WIN_STEPS,
     TreeFacts,
@@ -35,7 +36,7 @@ from npulab.winsteps import (
     stamp_digest,
     stamp_read_ps1,
 )
-from npulab.wrappers import write_all
+from npulab.windows.wrappers import write_all
 
 __all__ = ["TRANSPORT", "register_all", "remote_root", "render_windows"]
 
@@ -269,7 +270,8 @@ def _upload_intact(ctx: Context, step: Step) -> bool:
 
 
 def register_all() -> None:
-    from npulab import build, stagesteps
+    from npulab.build import executor as build
+    from npulab.build import stage as stagesteps
 
     register("winscript", Runner(run=_run, intact=_stamp_intact))
     register("wincheck", Runner(run=_run))

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from npulab import log, paths
 from npulab.errors import CommandError, SourceError
-from npulab.gitutil import git
+from npulab.source.gitutil import git
 
 LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/v1\n"
 #: Pointer files are ~130 bytes; anything far larger is real content.

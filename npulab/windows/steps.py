@@ -1,4 +1,4 @@
-"""The Windows build steps (pure): planner for :data:`npulab.winplan.PLANNERS` and their scripts.
+"""The Windows build steps (pure): planner for :data:`npulab.windows.plan.PLANNERS`, and scripts.
 
 Each step is one script in ``build/<recipe>/scripts/`` (``NN-<step>.cmd`` or ``.ps1``). Steps
 that change the machine write a stamp holding the digest of their own script text into
@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from npulab import paths
-from npulab.plan import Options, Step
+from npulab.build.plan import Options, Step
+from npulab.quoting import quote_pwsh
 from npulab.recipe import Recipe
-from npulab.winlfs import LfsObject, lfs_ps1, pointer_objects
-from npulab.winquote import quote_pwsh
-from npulab.winscript import CRLF, CmdScript, env_lines_cmd, env_lines_ps1, safe_name
+from npulab.windows.lfs import LfsObject, lfs_ps1, pointer_objects
+from npulab.windows.script import CRLF, CmdScript, env_lines_cmd, env_lines_ps1, safe_name
 
 VSWHERE = "%ProgramFiles(x86)%\\Microsoft Visual Studio\\Installer\\vswhere.exe"
 VC_COMPONENT = "Microsoft.VisualStudio.Component.VC.Tools.x86.x64"
@@ -143,7 +143,7 @@ def prereqs_ps1(recipe: Recipe, facts: TreeFacts) -> str:
 
 
 def lfs_step_ps1(recipe: Recipe, facts: TreeFacts) -> str:
-    """Fetch every LFS object the staged tree lacks by oid (:mod:`npulab.winlfs`)."""
+    """Fetch every LFS object the staged tree lacks by oid (:mod:`npulab.windows.lfs`)."""
     return lfs_ps1(recipe, facts.lfs_objects)
 
 

@@ -12,7 +12,8 @@ reads it here for its own tasks (probe, run, remote build). Variables merge like
 
 The variables npulab uses are validated into :class:`HostVars` (typed, with key paths and "did
 you mean"); other variables (Ansible roles' own) are kept untyped in :attr:`Host.extra`. A literal
-password anywhere in the inventory is refused: credentials come from :mod:`npulab.credentials`.
+password anywhere in the inventory is refused: credentials come from
+:mod:`npulab.hosts.credentials`.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """Pure planning: a recipe and options become an ordered tuple of :class:`Step`.
 
-Nothing here touches the disk or runs a process; :mod:`npulab.build` executes a plan. A step
+Nothing here touches the disk or runs a process; :mod:`npulab.build.executor` executes a plan. A step
 names the inputs it depends on (``recipe``, ``series``, ``upstream.commit``, ``step:patch``, ...):
 the executor digests them, and a step whose input digest matches the last successful run (and
 whose output still verifies) is reported up to date instead of redone.
 
-The Windows part is pluggable: :mod:`npulab.winplan` holds a list of planner functions that add
+The Windows part is pluggable: :mod:`npulab.windows.plan` holds a list of planner functions that add
 steps after ``render`` (issue "Run the build on Windows").
 """
 
@@ -31,7 +31,7 @@ class Step:
     """One unit of work in a build plan."""
 
     name: str
-    #: What executes it: a key of ``npulab.build.RUNNERS`` (fetch, verify, patch, render, ...).
+    #: What executes it: a key of ``npulab.build.executor.RUNNERS`` (fetch, verify, patch, render, ...).
     kind: str
     description: str
     #: Input keys whose digests decide whether the step must run again.
@@ -99,7 +99,7 @@ def plan(recipe: Recipe, options: Options) -> tuple[Step, ...]:
         ),
     ]
     if options.target == "windows":
-        from npulab import winplan
+        from npulab.windows import plan as winplan
 
         steps.extend(winplan.steps(recipe, options))
     steps.append(

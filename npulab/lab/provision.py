@@ -16,8 +16,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from npulab import cmd, credentials, inventory, log
+from npulab import cmd, log
 from npulab.errors import CommandError, ConfigError
+from npulab.hosts import credentials, inventory
 from npulab.paths import project_root
 
 #: Hosts provisioned at once at most (each WinRM connection is one Ansible worker process).

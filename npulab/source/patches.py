@@ -23,8 +23,8 @@ from pathlib import Path
 
 from npulab import log
 from npulab.errors import CommandError, PatchError
-from npulab.gitutil import git
-from npulab.sources import Source, checkout, list_tree
+from npulab.source.gitutil import git
+from npulab.source.sources import Source, checkout, list_tree
 
 NAME_RE = re.compile(r"^\d{4}-[a-z0-9][a-z0-9._-]*\.patch$")
 STATUSES = ("Inappropriate", "Pending", "Submitted", "Backport")

@@ -8,11 +8,17 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from npulab import lfs, log, manifest, patches, plan, sources, wrappers
-from npulab.build import Context, Outcome, Runner, register
-from npulab.gitutil import git
+from npulab import log
+from npulab.source import lfs
+from npulab.build import manifest
+from npulab.source import patches
+from npulab.build import plan
+from npulab.source import sources
+from npulab.windows import wrappers
+from npulab.build.executor import Context, Outcome, Runner, register
+from npulab.source.gitutil import git
 from npulab.hashing import sha256_file
-from npulab.plan import Step
+from npulab.build.plan import Step
 from npulab.recipe import Recipe
 
 NOT_STAGED_REASON = "not staged: needs a Windows host with the full source"
@@ -221,7 +227,7 @@ def _manifest(ctx: Context, step: Step) -> Outcome:
             "needs a Windows host: run `invoke build` there, or `--target windows` with a host"
         )
     elif not any(s.where == "windows" for s in plan.plan(ctx.recipe, ctx.options)):
-        remaining.append("no Windows build steps are registered yet (npulab.winplan.PLANNERS)")
+        remaining.append("no Windows build steps are registered yet (npulab.windows.plan.PLANNERS)")
     ctx.data["remaining"] = remaining
     ctx.data["finished_at"] = manifest.now()
     ctx.data["steps"][step.name] = {"status": "done", "finished_at": ctx.data["finished_at"]}
@@ -230,7 +236,7 @@ def _manifest(ctx: Context, step: Step) -> Outcome:
 
 
 def register_all() -> None:
-    from npulab import winrun
+    from npulab.windows import run as winrun
 
     winrun.register_all()
     register("fetch", Runner(run=_fetch))

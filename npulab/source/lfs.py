@@ -16,8 +16,8 @@ from pathlib import Path
 
 from npulab import paths
 from npulab.errors import SourceError
-from npulab.gitutil import git
-from npulab.sources import LFS_POINTER_MAX, LFS_POINTER_PREFIX, Entry, Origin, Source
+from npulab.source.gitutil import git
+from npulab.source.sources import LFS_POINTER_MAX, LFS_POINTER_PREFIX, Entry, Origin, Source
 
 
 def is_lfs_pointer(path: Path) -> bool:

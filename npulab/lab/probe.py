@@ -1,6 +1,6 @@
 """``invoke lab.probe``: what each lab machine is, and whether it is what the inventory says.
 
-Every host gets one PowerShell script (:data:`npulab.probe_script.PROBE_SCRIPT`) that answers
+Every host gets one PowerShell script (:data:`npulab.lab.probe_script.PROBE_SCRIPT`) that answers
 with JSON; hosts are probed in parallel (a bounded thread pool), and a host that cannot be
 reached or answers nonsense is reported with the reason while the others complete.
 
@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from npulab.errors import CommandError, ConfigError, NpulabError, TransportError
-from npulab.inventory import Host
-from npulab.probe_script import PROBE_SCRIPT
+from npulab.hosts.inventory import Host
+from npulab.lab.probe_script import PROBE_SCRIPT
 from npulab.schema import build
 from npulab.transport import Transport
 

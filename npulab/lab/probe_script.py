@@ -1,6 +1,6 @@
 """The one PowerShell script ``invoke lab.probe`` sends: host facts as JSON, nothing parsed from
 console text. Its first line is the marker the WS-Man double answers to; the JSON shape is
-:class:`npulab.probe.HostFacts` (``schema: 1``)."""
+:class:`npulab.lab.probe.HostFacts` (``schema: 1``)."""
 
 from __future__ import annotations
 

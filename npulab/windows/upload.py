@@ -20,8 +20,8 @@ from pathlib import Path
 from npulab import log
 from npulab.errors import BuildStepError
 from npulab.hashing import sha256_file
-from npulab.winquote import quote_pwsh
-from npulab.winscript import CRLF
+from npulab.quoting import quote_pwsh
+from npulab.windows.script import CRLF
 
 PART_SIZE = 8 * 2**20
 #: The zip's fixed timestamp: the archive depends on content only.

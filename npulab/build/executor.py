@@ -1,4 +1,4 @@
-"""The one executor of build plans (:mod:`npulab.plan`).
+"""The one executor of build plans (:mod:`npulab.build.plan`).
 
 Output: ``build/<recipe>/`` with ``tree/`` (patched upstream), ``scripts/`` (rendered scripts) and
 ``manifest.json``. Each step's inputs are digested; a step whose digest matches the last good
@@ -6,7 +6,7 @@ run and whose output still verifies is reported "up to date" and not redone. ``f
 ``verify`` always run: they are the verification.
 
 Step executors live in :data:`RUNNERS` keyed by ``Step.kind`` (the staging ones are registered by
-:mod:`npulab.stagesteps`); the Windows build registers its own.
+:mod:`npulab.build.stage`); the Windows build registers its own.
 """
 
 from __future__ import annotations
@@ -21,12 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from npulab import __version__, gitutil, log, manifest, paths
+from npulab import __version__, log, paths
+from npulab.source import gitutil
+from npulab.build import manifest
 from npulab.errors import BuildStepError, NpulabError
-from npulab.patches import Series, load_series
-from npulab.plan import ALWAYS_RUN_KINDS, Options, Step, format_plan, plan, staged_prefixes
+from npulab.source.patches import Series, load_series
+from npulab.build.plan import ALWAYS_RUN_KINDS, Options, Step, format_plan, plan, staged_prefixes
 from npulab.recipe import Recipe
-from npulab.sources import Entry, Origin, Source
+from npulab.source.sources import Entry, Origin, Source
 
 
 @dataclass
@@ -174,7 +176,7 @@ def dry_run(recipe: Recipe, options: Options, origin: Origin) -> str:
 
 def run(recipe: Recipe, options: Options, origin: Origin) -> Result:
     """Execute the plan for ``recipe``; returns per-step statuses (done / up to date)."""
-    from npulab import stagesteps  # registers the staging runners
+    from npulab.build import stage as stagesteps
 
     stagesteps.register_all()
     out = output_dir(recipe)

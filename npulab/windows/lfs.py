@@ -19,10 +19,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from npulab.lfs import is_lfs_pointer, parse_pointer
+from npulab.quoting import quote_pwsh
 from npulab.recipe import Recipe
-from npulab.winquote import quote_pwsh
-from npulab.winscript import CRLF
+from npulab.source.lfs import is_lfs_pointer, parse_pointer
+from npulab.windows.script import CRLF
 
 #: The git arguments that fetch one object (pointer on stdin, content on stdout), run in the
 #: scratch repository. Integration tests run exactly these against a local LFS server.

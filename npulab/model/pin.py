@@ -18,7 +18,7 @@ from pathlib import Path
 
 from npulab import log
 from npulab.errors import ConfigError, SourceError
-from npulab.models import endpoint
+from npulab.model.fetch import endpoint
 from npulab.recipe import Model, load_recipe
 
 

@@ -8,7 +8,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from npulab import inventory, log, probe
+from npulab import log
+from npulab.hosts import inventory
+from npulab.lab import probe
 from npulab.transport import Shell, connect
 
 

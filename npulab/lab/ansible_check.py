@@ -5,7 +5,7 @@ Windows modules are PowerShell: Ansible validates their options only on the targ
 :func:`check_options` reads each module's DOCUMENTATION from the installed collections (with its
 doc fragments) and checks every task's options, aliases and choice values against it.
 :func:`check_idempotence` checks that every state-changing task is guarded and every installer
-handles its reboot codes. ``python -m npulab.ansible_check [ansible/]`` runs both (nox -s lint).
+handles its reboot codes. ``python -m npulab.lab.ansible_check [ansible/]`` runs both (nox -s lint).
 """
 
 from __future__ import annotations

@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Literal
 
 from npulab import log
-from npulab.dirlock import locked
 from npulab.errors import ConfigError, SourceError, VerificationError
 from npulab.hashing import load_records, record_for, save_records, sha256_file
 from npulab.recipe import Model, ModelFile
+from npulab.source.dirlock import locked
 
 Action = Literal["trusted", "hash", "download", "resume", "missing"]
 STATE_DIR = ".npulab"

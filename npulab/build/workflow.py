@@ -5,9 +5,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from npulab import build, log, patches, sources
+from npulab import log
+from npulab.build import executor as build
+from npulab.source import patches
+from npulab.source import sources
 from npulab.errors import ConfigError
-from npulab.plan import Options, TargetChoice, resolve_target
+from npulab.build.plan import Options, TargetChoice, resolve_target
 from npulab.recipe import Recipe, find_recipe, load_recipe
 
 
@@ -62,7 +65,7 @@ def _check_host(host: str | None, *, dry_run: bool) -> None:
     if not host or host in ("local", "localhost"):
         return
     if dry_run:
-        from npulab import inventory
+        from npulab.hosts import inventory
 
         inventory.load().get(host)
         return

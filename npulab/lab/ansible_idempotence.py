@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from npulab.ansible_check import (
+from npulab.lab.ansible_check import (
     COMMANDS,
     GUARD_ARGS,
     NEEDS_CREATES,

@@ -1,0 +1,1 @@
+"""npulab.build: plan, executor, staging steps, manifest and the build workflow."""

@@ -1,0 +1,1 @@
+"""npulab.hosts: the lab inventory and its credentials."""

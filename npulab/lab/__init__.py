@@ -1,0 +1,1 @@
+"""npulab.lab: probe, provision and the Ansible checks of the lab machines."""

@@ -1,0 +1,1 @@
+"""npulab.model: the pinned Hugging Face model: pin and fetch."""

@@ -1,0 +1,1 @@
+"""npulab.source: the pinned upstream: source cache, git, LFS, patch series, env lock."""

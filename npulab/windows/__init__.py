@@ -1,0 +1,1 @@
+"""npulab.windows: Windows steps, script rendering, upload, LFS, wrappers, lock check."""
