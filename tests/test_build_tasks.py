@@ -42,6 +42,10 @@ def test_build_dry_run_prints_plan(project_root: Path, tmp_path: Path) -> None:
     ("args", "code", "expected"),
     [
         (("build", "--target", "linux"), 2, "--target: expected auto, stage or windows"),
+        # A patch-only tree is two files: uploading it would replace the host's whole tree\.
+        (("build", "--patch-only", "--host", "phx-01"), 2, "--patch-only stages only"),
+        (("build", "--patch-only", "--target", "windows"), 2, "the windows target needs"),
+        (("build", "--host", "phx-01", "--target", "stage"), 2, "--target stage never reaches"),
         (("build", "--source", "/nonexistent/mirror"), 3, "does not exist"),
         (("build", "--recipe", "nope"), 2, "no recipe named 'nope'"),
         (

@@ -35,9 +35,10 @@ def run_build(
     extra: dict[str, str] | None = None,
 ) -> build.Result | None:
     """``invoke build``: print the plan (dry run) or execute it and print a summary."""
+    options = Options(target=resolve_target(target), patch_only=patch_only, extra=dict(extra or {}))
+    refuse_conflicting(target, options)
     recipe = load(recipe_name)
     origin = origin_for(recipe, source, config_source)
-    options = Options(target=resolve_target(target), patch_only=patch_only, extra=dict(extra or {}))
     _check_host(options.extra.get("host"), dry_run=dry_run)
     _refuse_windows_here(options, dry_run=dry_run)
     if dry_run:
@@ -47,6 +48,23 @@ def run_build(
     result = build.run(recipe, options, origin)
     print(summary(result))
     return result
+
+
+def refuse_conflicting(choice: TargetChoice, options: Options) -> None:
+    """Options that cannot mean what they say are refused before anything is staged.
+
+    ``--patch-only`` stages only the files the patches touch: a Windows build of that tree
+    cannot work, and an upload of it would replace the host's whole ``tree\\``. ``--host`` with
+    ``--target stage`` would stage here and silently never reach the host."""
+    host = options.extra.get("host", "")
+    remote = bool(host) and host not in ("local", "localhost")
+    if options.patch_only and (options.target == "windows" or remote):
+        what = f"--host {host}" if remote else "the windows target"
+        msg = f"--patch-only stages only the patched files; {what} needs the whole tree"
+        raise ConfigError(msg, hint="drop --patch-only (or build with --target stage)")
+    if remote and choice == "stage":
+        msg = f"--host {host} runs the Windows steps there; --target stage never reaches it"
+        raise ConfigError(msg, hint=f"invoke build --host {host} (or drop --host to only stage)")
 
 
 def _refuse_windows_here(options: Options, *, dry_run: bool) -> None:
