@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from invoke import task
 from invoke.context import Context
+from invoke.exceptions import Exit
 
 from invoke_tasks._common import config_value, fails_cleanly, is_dry_run
 
@@ -25,7 +26,7 @@ def _backend(value: str) -> str:
         "chip": "7940HS or 8845HS: selects the recipe's thresholds for the verdict",
         "model_dir": "model directory on the machine that runs (default here: model.fetch's)",
         "python": "interpreter of the 1.1 conda env (or NPULAB_SMOKE_PYTHON)",
-        "dry_run": "render the config and print the command only",
+        "dry_run": "print the config and the command; writes nothing",
     }
 )
 @fails_cleanly
@@ -77,13 +78,17 @@ def chat(
     from npulab.recipe import find_recipe, load_recipe
     from npulab.smoke.run import chat as run_chat
 
-    run_chat(
+    code = run_chat(
         load_recipe(find_recipe(recipe or config_value(c, "recipe"))),
         backend=_backend(backend),  # type: ignore[arg-type]
         model_dir=model_dir or None,
         python=python or None,
         dry_run=is_dry_run(c, dry_run),
     )
+    if code:
+        # The runner's own exit status: a crashed chat is not a successful one.
+        msg = f"chat: the runner exited with {code} (its message is above)"
+        raise Exit(msg, code=code)
 
 
 ROOT_TASKS = [smoke, chat]

@@ -63,7 +63,10 @@ def test_defensive_reading_of_broken_reports(tmp_path: Path) -> None:
         }
     )
     assert (flat.chip, flat.tokens_per_s, flat.load_time_s) == ("8845HS", 4.0, 40.0)
-    assert flat.reasons == ("slow", "RuntimeError: boom")
+    # The flat fields are read, but a PASS with no prompts or checks is not believed (issue 15).
+    assert flat.verdict == "ERROR"
+    assert flat.reasons[:2] == ("slow", "RuntimeError: boom")
+    assert "PASS with no prompts answered" in flat.reasons[2]
     (tmp_path / "bad.json").write_text("{not json")
     assert read_json(tmp_path / "bad.json") is None
     assert parse_manifest({"patches": [{"sha256": "x"}]}).patches == ()

@@ -154,22 +154,27 @@ def test_invoke_smoke_cpu_locally_passes_and_fails_with_exit_codes(
 
 def test_judge_maps_refusal_to_a_verification_error(tmp_path: Path) -> None:
     report = tmp_path / "r.json"
-    report.write_text(json.dumps({"verdict": "REFUSED", "error": "model.pt: sha256 x, pinned y"}))
+    refused = {"report_version": 1, "verdict": "REFUSED", "prompts": [], "checks": [],
+               "error": "model.pt: sha256 x, pinned y"}  # fmt: skip
+    report.write_text(json.dumps(refused))
     with pytest.raises(VerificationError, match="sha256 x"):
         smoke_run.judge(report)
-    with pytest.raises(SmokeFailure, match="no readable report"):
+    with pytest.raises(SmokeFailure, match="left no report"):
         smoke_run.judge(tmp_path / "missing.json")
 
 
 def test_dry_run_renders_the_config_and_runs_nothing(
-    project_root: Path, tmp_path: Path, isolated_cache: Path
+    project_root: Path, tmp_path: Path, isolated_cache: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     recipe = load_recipe(tiny_recipe(project_root, tmp_path))
     outcome = smoke_run.smoke(recipe, backend="cpu", model_dir="/m", dry_run=True)
     assert outcome.verdict == "DRY-RUN"
-    cfg = json.loads(outcome.report_path.with_name("smoke.json").read_text())
+    err = capsys.readouterr().err
+    shown = err[err.index("smoke.json:\n") + len("smoke.json:\n") : err.index("\n}\n") + 2]
+    cfg = json.loads(shown)
     assert cfg["model_dir"] == "/m"
     assert cfg["backend"] == "cpu"
+    assert not outcome.report_path.parent.exists()  # shown, not written
 
 
 def test_npu_backend_on_windows_uses_the_build_python_wrapper(

@@ -120,6 +120,11 @@ def entry_for(directory: Path | None, machine: Machine, night: str, run_id: str 
         )
     smoke_path = find_smoke_report(directory)
     data = read_json(smoke_path) if smoke_path else None
+    if smoke_path is not None and data is None:
+        # A report that is there but does not parse (truncated, not JSON): the smoke run broke
+        # while writing it, not the model fetch.
+        reason = f"unreadable smoke report {smoke_path} (truncated or not JSON): ERROR"
+        return dataclasses.replace(entry, verdict="ERROR", reasons=(reason,))
     if data is None:
         stage = "model fetch or smoke" if manifest_path else "build"
         reason = f"no smoke report: the {stage} step failed (see the job log)"

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from npulab.smoke import report_check
+
 
 @dataclass(frozen=True)
 class Answer:
@@ -127,9 +129,14 @@ def parse_smoke(data: dict[str, Any]) -> SmokeResult:
         reasons.append(str(data["error"]).splitlines()[0])
     versions = {str(k): str(v) for k, v in _dict(data.get("versions")).items() if v is not None}
     memory = _num(data.get("peak_memory_bytes"))
-    verdict = _str(data.get("verdict")) or "ERROR"
+    verdict = (_str(data.get("verdict")) or "ERROR").upper()
+    doubts = report_check.problems(data) if verdict == "PASS" else []
+    if doubts:
+        # A PASS is earned by answers the report holds, never by the word alone.
+        verdict = "ERROR"
+        reasons.append("the report says PASS but is not to be believed: " + "; ".join(doubts))
     return SmokeResult(
-        verdict=verdict.upper(),
+        verdict=verdict,
         host=_str(host.get("name")) or _str(data.get("host")),
         chip=_str(host.get("chip")) or _str(data.get("chip")),
         load_time_s=load_time,
