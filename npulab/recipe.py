@@ -17,9 +17,13 @@ from npulab.errors import ConfigError
 from npulab.schema import (
     build,
     check_commit,
+    check_name,
     check_nonempty,
     check_positive,
+    check_relative_path,
+    check_repo_id,
     check_sha256,
+    check_url,
     load_yaml,
 )
 
@@ -41,13 +45,13 @@ class Lfs:
 
 @dataclass(frozen=True, kw_only=True)
 class Upstream:
-    repo_url: str = field(metadata={"check": check_nonempty})
+    repo_url: str = field(metadata={"check": check_url})
     tag: str = field(metadata={"check": check_nonempty})
     commit: str = field(metadata={"check": check_commit})
     #: The commit's root tree sha (``git rev-parse <commit>^{tree}``); verified before use.
     tree: str | None = field(default=None, metadata={"check": check_commit})
     #: The part of the tree the stack lives in (``example/transformers``).
-    subdir: str
+    subdir: str = field(metadata={"check": check_relative_path})
     lfs: Lfs = field(default_factory=Lfs)
 
 
@@ -55,8 +59,8 @@ class Upstream:
 class PatchSeriesRef:
     """Points at ``patches/<component>/<version>/series``."""
 
-    component: str
-    version: str
+    component: str = field(metadata={"check": check_name})
+    version: str = field(metadata={"check": check_name})
 
     @property
     def directory(self) -> Path:
@@ -67,12 +71,13 @@ class PatchSeriesRef:
 class PythonEnv:
     """The conda environment of the stack and its pip pins."""
 
-    name: str
+    #: The conda env name: a token in the rendered .cmd scripts.
+    name: str = field(metadata={"check": check_name})
     python: str
     #: env.yaml inside the (patched) upstream tree, relative to the upstream root.
-    env_file: str
+    env_file: str = field(metadata={"check": check_relative_path})
     #: Hash-locked pip requirements for win_amd64 / CPython <python>, relative to this repo.
-    lock: str
+    lock: str = field(metadata={"check": check_relative_path})
     #: The pip pins the lock must agree with: package name -> exact version.
     pins: dict[str, str] = field(metadata={"check": check_nonempty})
     #: Extra pip constraints that are not exact pins (``numpy: "<2"``).
@@ -89,7 +94,7 @@ class PythonEnv:
 
 @dataclass(frozen=True, kw_only=True)
 class ModelFile:
-    path: str
+    path: str = field(metadata={"check": check_relative_path})
     #: Both None until ``invoke model.pin`` has read them from the hub.
     sha256: str | None = field(default=None, metadata={"check": check_sha256})
     size: int | None = field(default=None, metadata={"check": check_positive})
@@ -99,7 +104,7 @@ class ModelFile:
 class Model:
     """A Hugging Face hub model pinned by revision, with every file's size and sha256."""
 
-    repo_id: str
+    repo_id: str = field(metadata={"check": check_repo_id})
     revision: str | None = field(default=None, metadata={"check": check_commit})
     #: The whole pickled model (``torch.save``); loaded with ``weights_only=False`` only after
     #: its hash is verified.
@@ -169,7 +174,8 @@ class Smoke:
 
 @dataclass(frozen=True, kw_only=True)
 class Recipe:
-    name: str = field(metadata={"check": check_nonempty})
+    #: Becomes ``build/<name>`` and the Windows build directory: a plain name, never a path.
+    name: str = field(metadata={"check": check_name})
     description: str = ""
     upstream: Upstream
     patches: PatchSeriesRef

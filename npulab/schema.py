@@ -44,6 +44,66 @@ def check_sha256(value: str) -> None:
         raise ValueError(msg)
 
 
+#: One path component that is also a Windows file name and a cmd.exe token needing no quotes.
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL"} | {
+    f"{d}{n}" for d in ("COM", "LPT") for n in range(1, 10)
+}
+_UNSAFE_IN_PATHS = set('<>:"|?*\\') | {chr(c) for c in range(32)}
+URL_RE = re.compile(r"^(https?|ssh|git|file)://[^\s/]*/\S+$|^[\w.-]+@[\w.-]+:\S+$")
+
+
+def check_name(value: str) -> None:
+    """A name that becomes a directory (``build/<name>``, ``C:\\npulab\\build\\<name>``) or a
+    Windows token: never a path, never something Windows rewrites or reserves."""
+    why = ""
+    if not NAME_RE.fullmatch(value):
+        why = "letters, digits, '.', '_' and '-' only, starting with a letter or digit"
+    elif value.endswith("."):
+        why = "no trailing '.' (Windows drops it)"
+    elif value.split(".")[0].upper() in _WINDOWS_RESERVED:
+        why = "not a reserved Windows device name"
+    if why:
+        msg = (
+            f"a plain name ({why}; it becomes a directory name here and on Windows), got {value!r}"
+        )
+        raise ValueError(msg)
+
+
+def check_relative_path(value: str) -> None:
+    """A path inside a tree, '/'-separated: it is joined under a directory we own and must
+    stay there (no absolute path, no '..', no drive, no character Windows refuses)."""
+    parts = value.split("/")
+    bad = sorted({c for c in value if c in _UNSAFE_IN_PATHS}, key=ord)
+    if value.startswith("/") or any(part in ("", ".", "..") for part in parts) or bad:
+        shown = f"; has {''.join(bad)!r}" if bad else ""
+        msg = (
+            "a relative path inside the tree ('/' separators, no leading '/', no '.' or '..' "
+            f'parts, no empty part, none of <>:"|?*\\ or control characters{shown}), '
+            f"got {value!r}"
+        )
+        raise ValueError(msg)
+
+
+def check_repo_id(value: str) -> None:
+    """A hub id ``org/name`` (or ``name``): each part a plain name."""
+    parts = value.split("/")
+    if len(parts) > 2:
+        msg = f"a hub repo id like 'org/name', got {value!r}"
+        raise ValueError(msg)
+    for part in parts:
+        check_name(part)
+
+
+def check_url(value: str) -> None:
+    if not URL_RE.fullmatch(value):
+        msg = (
+            "a git URL (https://host/path, ssh://, git://, file:// or user@host:path; a local "
+            f"mirror goes in --source or NPULAB_UPSTREAM, not here), got {value!r}"
+        )
+        raise ValueError(msg)
+
+
 def check_positive(value: float) -> None:
     if value <= 0:
         msg = f"a number > 0, got {value!r}"
@@ -56,10 +116,49 @@ def check_nonempty(value: str | list[Any] | tuple[Any, ...]) -> None:
         raise ValueError(msg)
 
 
+class VaultValue:
+    """An Ansible Vault value (``!vault |``): kept opaque, never decrypted or shown by npulab."""
+
+    def __init__(self, line: int) -> None:
+        self.line = line
+
+    def __repr__(self) -> str:
+        return "<!vault value>"
+
+
+class _Loader(yaml.SafeLoader):
+    """``safe_load`` that refuses a key given twice in one mapping (YAML says keys are unique;
+    PyYAML silently keeps the last) and reads ``!vault`` values as :class:`VaultValue`."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _value in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if not isinstance(key, list | dict) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key {key!r} is given twice (lines {seen[key]} and {line}); keep one",
+                    key_node.start_mark,
+                )
+            if not isinstance(key, list | dict):
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _vault(loader: yaml.SafeLoader, node: yaml.Node) -> VaultValue:
+    return VaultValue(node.start_mark.line + 1)
+
+
+_Loader.add_constructor("!vault", _vault)
+
+
 def load_yaml(path: Path) -> Any:
-    """Read a YAML file with ``safe_load``; a missing or malformed file is a ConfigError."""
+    """Read a YAML file (safe, duplicate keys refused); a missing, unreadable, non-UTF-8 or
+    malformed file is a one-line ConfigError naming the file (and line)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         msg = f"{path}: file not found"
         raise ConfigError(msg) from None
@@ -67,7 +166,13 @@ def load_yaml(path: Path) -> Any:
         msg = f"{path}: cannot read: {exc.strerror}"
         raise ConfigError(msg) from None
     try:
-        return yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        msg = f"{path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})"
+        raise ConfigError(msg, hint=f"save the file as UTF-8 (iconv -t UTF-8 {path})") from None
+    try:
+        return yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
@@ -114,6 +219,13 @@ def _convert(tp: Any, value: Any, where: _Where) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
 
+    if isinstance(value, VaultValue):
+        msg = (
+            f"an Ansible Vault value (!vault, line {value.line}): npulab does not decrypt Vault "
+            "(give secrets through NPULAB_WINRM_USER/NPULAB_WINRM_PASSWORD or "
+            "~/.config/npulab/secrets.yaml)"
+        )
+        raise where.fail(msg)
     if tp is Any:
         return value
     if origin in (typing.Union, types.UnionType):
@@ -128,10 +240,7 @@ def _convert(tp: Any, value: Any, where: _Where) -> Any:
                 return _convert(option, value, where)
             except ConfigError as exc:
                 errors.append(str(exc))
-        msg = (
-            f"expected one of {[getattr(a, '__name__', a) for a in non_none]}, "
-            f"got {_describe(value)}"
-        )
+        msg = f"expected one of {[_type_name(a) for a in non_none]}, got {_describe(value)}"
         raise where.fail(msg)
     if origin is typing.Literal:
         if value not in args:
@@ -235,4 +344,6 @@ def _convert_dataclass(cls: type[Any], value: Any, where: _Where) -> Any:
 
 
 def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")

@@ -92,7 +92,7 @@ def project(
 
     root = tmp_path / "project"
     data = yaml.safe_load(find_recipe("ryzenai-sw-1.1-llama3.1").read_text())
-    data["upstream"].update(repo_url=str(upstream), commit=commit)
+    data["upstream"].update(repo_url=f"file://{upstream}", commit=commit)
     data["upstream"].pop("tree")
     data["model"] = {
         "repo_id": REPO_ID,

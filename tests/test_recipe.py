@@ -98,7 +98,7 @@ def test_find_recipe_unknown_name_lists_known() -> None:
         (
             "  repo_url: https://github.com/amd/RyzenAI-SW.git\n",
             '  repo_url: ""\n',
-            r"upstream\.repo_url: expected a non-empty",
+            r"upstream\.repo_url: expected a git URL",
         ),
         # unknown key at the top level, with a suggestion
         (

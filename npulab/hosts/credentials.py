@@ -156,6 +156,9 @@ def resolve(
     if user is None or password is None:
         missing = "user" if user is None else "password"
         msg = f"no WinRM {missing} for host {host!r}"
+        if env.get("NPULAB_SECRETS_FILE") and not path.is_file():
+            # The user pointed at a file that is not there: that is the news, not the missing user.
+            msg += f" (NPULAB_SECRETS_FILE={env['NPULAB_SECRETS_FILE']}: no such file)"
         raise ConfigError(
             msg,
             hint=(
