@@ -148,7 +148,8 @@ def test_moved_upstream_tag_names_both_commits(project: dict[str, Any]) -> None:
         drift.run_drift(project["recipe"], project["options"])
     text = str(failure.value)
     assert "1 pin(s) drifted" in text
-    assert f"[upstream] tag v1.1 of {project['upstream']}: pinned {pinned}, now {moved}" in text
+    url = f"file://{project['upstream']}"
+    assert f"[upstream] tag v1.1 of {url}: pinned {pinned}, now {moved}" in text
 
 
 def test_deleted_upstream_tag(project: dict[str, Any]) -> None:
