@@ -381,3 +381,15 @@ def test_target_windows_here_fails_before_staging_off_windows(
     with pytest.raises(ConfigError, match="--target windows"):
         run_build(DEFAULT_RECIPE, target="windows", extra={"host": "localhost"})
     assert not paths.build_root().exists(), "nothing staged"
+
+
+@pytest.mark.parametrize("root", ["C:\\R&D\\b", "D:\\npu (x86)\\b", "C:\\100%\\b"])
+def test_a_build_folder_cmd_c_cannot_carry_is_refused_before_upload(
+    recipe: Recipe, tmp_path: Path, fake: list[FakeTransport], root: str
+) -> None:
+    """Finding 4 (issue 17): cmd /c "<root>\\scripts\\NN.cmd" would split such a path."""
+    with pytest.raises(BuildStepError, match="cannot start from remote_root") as err:
+        _run(recipe, tmp_path / "b", {"host": "npu-01", "remote_root": root})
+    assert "win-upload" in str(err.value) or "cmd /c" in str(err.value)
+    assert [u for t in fake[1:] for u in t.uploads] == []
+    assert _ran(fake) == []

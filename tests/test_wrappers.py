@@ -18,7 +18,7 @@ from npulab.windows.wrappers import (
     write_all,
 )
 from tests.test_winquote import HOSTILE
-from tests.winemu import BatchRun, phase1, phase2, split_argv
+from tests.winemu import Cmd, phase1, phase2, split_argv
 
 ENV_NAME = "ryzenai-transformers"
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,38 +50,35 @@ def _run(
     conda_rc: int = 0,
     has_setup: bool = True,
     console: str = "Active code page: 936",
-) -> tuple[int, BatchRun, dict[str, str]]:
+) -> tuple[int, Cmd, dict[str, str]]:
     seen: dict[str, str] = {}
 
-    def conda_bat(run: BatchRun, argv: list[str]) -> int:
-        assert argv == ["activate", ENV_NAME]
+    def conda_bat(run: Cmd, argv: list[str]) -> int:
+        assert argv == ["conda.bat", "activate", ENV_NAME]
         assert run.codepage == "65001"
         run.env["CONDA_PREFIX"] = f"{conda}\\envs\\{ENV_NAME}"
         return conda_rc
 
-    def setup_bat(run: BatchRun, argv: list[str]) -> int:
-        assert argv == []
-        assert run.cwd_stack[-1] == tree  # %~dp0 is the tree: setup.bat's own variables follow
+    def setup_bat(run: Cmd, argv: list[str]) -> int:
+        assert argv == ["setup.bat"]
+        assert run.cwd == tree  # %~dp0 is the tree: setup.bat's own variables follow
         run.env["PYTHONPATH"] = f"{run.env.get('PYTHONPATH', '')};{tree}\\ops\\python"
         run.env["DEVICE"] = "phx"
         return 0
 
-    def program(run: BatchRun, argv: list[str]) -> int:
+    def program(run: Cmd, argv: list[str]) -> int:
         assert run.codepage == "65001"
         seen.update(run.env)
         return 7
 
-    dirs = {f"{conda}\\condabin", tree}
-    if has_setup:
-        dirs.add(f"{tree}\\setup.bat")
-    run = BatchRun(
+    run = Cmd(
         env={"PATH": "C:\\Windows", "PYTHONPATH": ""},
-        dirs=dirs,
-        scripts={"conda.bat": conda_bat, "setup.bat": setup_bat},
-        program=program,
+        dirs={f"{conda}\\condabin", tree},
+        files={f"{tree}\\setup.bat": "@echo off\r\n"} if has_setup else {},
+        programs={"conda.bat": conda_bat, "setup.bat": setup_bat, "python.exe": program},
         console_chcp=console,
     )
-    rc = run.run(text, _outer_parse(args))
+    rc = run.run_batch("C:\\scripts\\w.cmd", _outer_parse(args), text=text)
     return rc, run, seen
 
 
@@ -214,28 +211,28 @@ def test_staged_wrappers_find_tree_and_conda_at_run_time(
     tree = f"{STAGED_TREE}\\example\\transformers"
     seen: list[list[str]] = []
 
-    def conda_bat(run: BatchRun, argv: list[str]) -> int:
-        run.env["CONDA_PREFIX"] = f"{conda}\\envs\\{argv[1]}"
+    def conda_bat(run: Cmd, argv: list[str]) -> int:
+        run.env["CONDA_PREFIX"] = f"{conda}\\envs\\{argv[2]}"
         return 0
 
-    def setup_bat(run: BatchRun, argv: list[str]) -> int:
-        assert run.cwd_stack[-1] == tree
+    def setup_bat(run: Cmd, argv: list[str]) -> int:
+        assert run.cwd == tree
         return 0
 
-    def program(run: BatchRun, argv: list[str]) -> int:
+    def program(run: Cmd, argv: list[str]) -> int:
         seen.append(argv)
         assert run.env["PYTHONPATH"].startswith(f"{SCRIPTS}..\\tree\\example\\transformers\\models")
         return 0
 
-    run = BatchRun(
+    run = Cmd(
         env={"PATH": "C:\\Windows", **caller_env},
-        dirs={f"{conda}\\condabin", tree, f"{tree}\\setup.bat"},
-        scripts={"conda.bat": conda_bat, "setup.bat": setup_bat},
-        program=program,
-        script_dir=SCRIPTS,
+        dirs={f"{conda}\\condabin", tree},
+        files={f"{tree}\\setup.bat": "@echo off\r\n"},
+        programs={"conda.bat": conda_bat, "setup.bat": setup_bat, "python.exe": program},
     )
     text = (tmp_path / "smoke.cmd").read_bytes().decode("utf-8")
-    assert run.run(text, _outer_parse(["--config", "a & b.json"])) == 0
+    tail = _outer_parse(["--config", "a & b.json"])
+    assert run.run_batch(SCRIPTS + "smoke.cmd", tail, text=text) == 0
     python = f"{conda}\\envs\\ryzenai-transformers\\python.exe"
     assert seen == [[python, f"{SCRIPTS}runner.py", "--config", "a & b.json"]]
 
@@ -260,19 +257,24 @@ def test_quote_wrapper_call_reaches_the_program(wrapper: str) -> None:
     token_end = line.index('"', 1) + 1 if line.startswith('"') else line.index(" ")
     tail = line[token_end:].lstrip(" ")
     seen: list[list[str]] = []
-    run = BatchRun(
+    run = Cmd(
         env={"PATH": "C:\\Windows"},
-        dirs={f"{conda}\\condabin", tree, f"{tree}\\setup.bat"},
-        scripts={"conda.bat": _set_prefix(conda), "setup.bat": lambda run, argv: 0},
-        program=lambda run, argv: seen.append(argv) or 0,
+        dirs={f"{conda}\\condabin", tree},
+        files={f"{tree}\\setup.bat": "@echo off\r\n"},
+        programs={
+            "conda.bat": _set_prefix(conda),
+            "setup.bat": lambda run, argv: 0,
+            "python.exe": lambda run, argv: seen.append(argv) or 0,
+        },
     )
-    assert run.run(render(default_entry_points()[0], _env(tree, conda)), tail) == 0
+    text = render(default_entry_points()[0], _env(tree, conda))
+    assert run.run_batch("C:\\scripts\\python.cmd", tail, text=text) == 0
     assert seen == [[f"{conda}\\envs\\{ENV_NAME}\\python.exe", *args]]
 
 
 def _set_prefix(conda: str) -> object:
-    def conda_bat(run: BatchRun, argv: list[str]) -> int:
-        run.env["CONDA_PREFIX"] = f"{conda}\\envs\\{argv[1]}"
+    def conda_bat(run: Cmd, argv: list[str]) -> int:
+        run.env["CONDA_PREFIX"] = f"{conda}\\envs\\{argv[2]}"
         return 0
 
     return conda_bat

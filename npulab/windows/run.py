@@ -26,6 +26,7 @@ from npulab.errors import BuildStepError, CommandError
 from npulab.recipe import Recipe
 from npulab.transport import Transport
 from npulab.windows import upload as winupload
+from npulab.windows.script import CMD_C_BREAKERS, cmd_c_path_problem
 from npulab.windows.steps import (
     STEP_TIMEOUTS,
     WIN_STEPS,
@@ -157,6 +158,7 @@ def _run(ctx: Context, step: Step) -> Outcome:
             "Windows machine; --target stage stages here",
         )
     remote = _where(ctx, script)
+    _refuse_cmd_c_path(ctx, remote)
     if script.endswith(".ps1"):
         argv = ["powershell.exe", "-NoProfile", "-ExecutionPolicy", "Bypass", "-File", remote]
     else:
@@ -189,6 +191,21 @@ def _run(ctx: Context, step: Step) -> Outcome:
     )
 
 
+def _refuse_cmd_c_path(ctx: Context, path: str) -> None:
+    """The .cmd steps start as ``cmd.exe /d /v:off /c <path>``: refuse a build folder that
+    command line cannot carry, before anything is sent or run."""
+    problem = cmd_c_path_problem(path)
+    if problem is None:
+        return
+    where = "remote_root" if remote_root(ctx.recipe, ctx.options.extra) else "the build folder"
+    msg = f"the Windows steps cannot start from {where}: {problem}"
+    raise BuildStepError(
+        msg,
+        hint="build from a folder (or set the host's remote_root to one) whose path has none "
+        f"of {' '.join(CMD_C_BREAKERS)}",
+    )
+
+
 def _stamp_name(script: str) -> str:
     return script.split("-", 1)[1].rsplit(".", 1)[0]
 
@@ -200,6 +217,14 @@ def read_host_stamp(ctx: Context, name: str) -> str | None:
     text = stamp_read_ps1(root, name)
     done = _transport(ctx).run_script(text, shell="powershell", idempotent=True)
     return done.stdout.strip() or None
+
+
+def _script_for_first_cmd() -> str:
+    return next(
+        script_name(i, name, suffix)
+        for i, (name, suffix, _, _) in enumerate(WIN_STEPS, 1)
+        if suffix == "cmd"
+    )
 
 
 def _stamp_intact(ctx: Context, step: Step) -> bool:
@@ -220,6 +245,7 @@ def _upload(ctx: Context, step: Step) -> Outcome:
     if root is None:
         msg = "internal: win-upload runs only for a remote host"
         raise BuildStepError(msg)
+    _refuse_cmd_c_path(ctx, root.rstrip("\\/") + "\\scripts\\" + _script_for_first_cmd())
     archive = winupload.build_archive(ctx.out, ctx.state / "upload")
     transport = _transport(ctx)
     log.info(f"    archive: {winupload.describe(archive)}")

@@ -31,6 +31,23 @@ PRELUDE = (
 )
 
 
+#: What ``cmd /d /v:off /c <path>`` (how a step starts; list2cmdline/quote_argv quote it only
+#: for spaces) cannot carry in the path: with ``& < > ( ) @ ^ |`` in it, ``cmd /?``'s rule 2
+#: strips the quotes and the path splits; phase 1 expands ``%``; ``, ; =`` separate cmd's words.
+CMD_C_BREAKERS = '&<>()@^|%,;="'
+
+
+def cmd_c_path_problem(path: str) -> str | None:
+    """Why ``cmd /c`` cannot start the script at ``path`` (None when it can)."""
+    bad = sorted({ch for ch in path if ch in CMD_C_BREAKERS or ord(ch) < 32})
+    if not bad:
+        return None
+    return (
+        f"{path!r} holds {' '.join(repr(ch) for ch in bad)}: cmd /c would split it (cmd /? strips"
+        " the quotes of a path with special characters) or expand it"
+    )
+
+
 def safe_name(value: str) -> str:
     if not SAFE_NAME.fullmatch(value):
         msg = f"{value!r}: expected a plain name (letters, digits, . _ -)"
@@ -65,30 +82,59 @@ class CmdScript:
 def env_lines_cmd(variables: Sequence[tuple[str, str]]) -> str:
     """``npulab-env.cmd``: template values may use ``%VAR%`` (they are trusted template text)."""
     body = ["@echo off", "chcp 65001 >nul", FAIL]
-    body += [f'set "{name}={value}"' for name, value in variables]
+    for name, value in variables:
+        head = _appends_to_itself(name, value)
+        if head is None:
+            body.append(f'set "{name}={value}"')
+        else:
+            # NAME=...;%NAME%: an unset NAME would leave an empty last entry (for PYTHONPATH,
+            # the current directory on sys.path); append it only when it is defined.
+            body += [
+                f'if defined {name} set "{name}={head};%{name}%"',
+                f'if not defined {name} set "{name}={head}"',
+            ]
     return CRLF.join(body) + CRLF
+
+
+def _appends_to_itself(name: str, value: str) -> str | None:
+    """The head of a ``head;%NAME%`` list value for variable ``name`` (None otherwise)."""
+    tail = f";%{name}%"
+    return value[: -len(tail)] if value.upper().endswith(tail.upper()) else None
 
 
 def env_lines_ps1(variables: Sequence[tuple[str, str]]) -> str:
     """``npulab-env.ps1``: ``%VAR%`` references become ``$env:VAR`` concatenations."""
     out = ["$ErrorActionPreference = 'Stop'"]
     for name, value in variables:
-        parts = re.split(r"%(~dp0|[A-Za-z_][A-Za-z0-9_]*)%?", value)
-        terms = []
-        for i, part in enumerate(parts):
-            if i % 2:
-                terms.append("$PSScriptRoot + '\\'" if part == "~dp0" else f"$env:{part}")
-            elif part:
-                terms.append(quote_pwsh(part))
-        out.append(f"$env:{name} = " + (" + ".join(terms) if terms else "''"))
+        head = _appends_to_itself(name, value)
+        if head is not None:
+            out.append(f"$npulabHead = {_ps1_terms(head)}")
+            out.append(
+                f"$env:{name} = if ($env:{name}) {{ $npulabHead + ';' + $env:{name} }} "
+                "else { $npulabHead }"
+            )
+            continue
+        out.append(f"$env:{name} = " + _ps1_terms(value))
     return CRLF.join(out) + CRLF
+
+
+def _ps1_terms(value: str) -> str:
+    """A PowerShell expression for a value: ``%VAR%`` -> ``$env:VAR``, ``%~dp0`` -> the folder."""
+    parts = re.split(r"%(~dp0|[A-Za-z_][A-Za-z0-9_]*)%?", value)
+    terms = []
+    for i, part in enumerate(parts):
+        if i % 2:
+            terms.append("$PSScriptRoot + '\\'" if part == "~dp0" else f"$env:{part}")
+        elif part:
+            terms.append(quote_pwsh(part))
+    return " + ".join(terms) if terms else "''"
 
 
 # --- the checker -----------------------------------------------------------------------------
 
 #: Lines that are not commands (no errorlevel check needed after them).
 _NOT_COMMAND = re.compile(
-    r"(@echo off|rem( .*)?|set \".*\"|if not defined \w+ set \".*\"|if (not )?errorlevel 1 .*"
+    r"(@echo off|rem( .*)?|set \".*\"|if (not )?defined \w+ set \".*\"|if (not )?errorlevel 1 .*"
     r"|if (not )?exist \"[^\"&]*\" goto :\w+|if not defined \w+ exit /b \d+"
     r"|:[A-Za-z_]\w*|goto :?[A-Za-z_]\w*|exit /b( \d+| %errorlevel%)?|echo [^&|<>]*|)",
     re.IGNORECASE,
@@ -107,14 +153,80 @@ def check_cmd(text: str, *, name: str = "script") -> list[str]:
     lines = text.split(CRLF)[:-1] if text.endswith(CRLF) else text.split(CRLF)
     if not lines or lines[0] != "@echo off":
         problems.append(f"{name}: first line is not '@echo off'")
+    opened: list[int] = []  # lines of the ( blocks still open
     for i, line in enumerate(lines):
         where = f"{name}:{i + 1}"
         problems += _check_line(line, where)
+        problems += _check_for_set(line, where)
+        for ch in _outside_for_sets(_unquoted(line)):
+            if ch == "(":
+                opened.append(i + 1)
+            elif ch == ")" and opened:
+                opened.pop()
         if _NOT_COMMAND.fullmatch(line) or line.lower() == "@echo off":
             continue
         nxt = lines[i + 1] if i + 1 < len(lines) else ""
         if not _ERRORLEVEL.match(nxt):
             problems.append(f"{where}: no errorlevel check after command {line!r}")
+    problems += [f"{name}:{n}: a ( block opened here is never closed" for n in opened]
+    return problems
+
+
+def _unquoted(line: str) -> str:
+    """The line as phase 2 sees its syntax: quoted text and caret-escaped characters blanked."""
+    out = []
+    quoted = False
+    i = 0
+    while i < len(line):
+        ch = line[i]
+        if ch == '"':
+            quoted = not quoted
+            out.append(" ")
+        elif quoted:
+            out.append(" ")
+        elif ch == "^" and i + 1 < len(line):
+            out.append("  ")
+            i += 1
+        else:
+            out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+_FOR_IN = re.compile(r"(?i)(?:^|[\s(&])for\b[^\n]*?\sin\s*\(")
+
+
+def _for_sets(plain: str) -> list[tuple[int, int]]:
+    """(start, end) of each FOR set in a blanked line: from its ( to the first ) after it."""
+    spans = []
+    for m in _FOR_IN.finditer(plain):
+        close = plain.find(")", m.end())
+        spans.append((m.end(), close if close >= 0 else len(plain)))
+    return spans
+
+
+def _outside_for_sets(plain: str) -> str:
+    for start, end in reversed(_for_sets(plain)):
+        plain = plain[: start - 1] + " " * (end - start + 2) + plain[end + 1 :]
+    return plain
+
+
+def _check_for_set(line: str, where: str) -> list[str]:
+    """A FOR set ends at its first unescaped ``)`` outside quotes, and a FOR /F command set
+    reads unescaped ``, ; =`` as separators: both must be escaped (``^)``, ``^,``) inside it, as
+    ``for /?`` and vswhere's "Versions" page say for a version range."""
+    plain = _unquoted(line)
+    problems = []
+    for start, end in _for_sets(plain):
+        after = plain[end + 1 :].lstrip()
+        if end < len(plain) and not after.lower().startswith("do "):
+            problems.append(
+                f"{where}: unescaped ) inside a FOR set (the set ends there): {line!r}; "
+                "escape it as ^)"
+            )
+        body = plain[start:end]
+        if body.strip()[:1] in ("'", "`") and "," in body:
+            problems.append(f"{where}: unescaped , inside a FOR /F command set: {line!r}; ^,")
     return problems
 
 
