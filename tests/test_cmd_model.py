@@ -54,7 +54,7 @@ def test_escaped_comma_and_paren_reach_the_command_and_unescaped_commas_split() 
         "@echo off",
         "for /f %%a in ('prog [1^,2^)') do echo %%a",
         "for /f %%a in ('prog [1,2^)') do echo %%a",
-        'for /f %%a in (\'prog "[1,2)"\') do echo %%a',
+        "for /f %%a in ('prog \"[1,2)\"') do echo %%a",
         programs={"prog.exe": _echo_argv},
     )
     assert _stdout(host) == ["[1,2)", "[1|2)", "[1,2)"]

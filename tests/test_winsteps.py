@@ -311,7 +311,7 @@ def test_cmd_checker_fails_broken(broken: str, problem: str) -> None:
 
 def test_cmd_checker_passes_escaped_for_sets_and_closed_blocks() -> None:
     ok = (
-        "@echo off\r\nfor /f \"usebackq delims=\" %%i in (`\"%P%\" -version [16^,17^)`) do "
+        '@echo off\r\nfor /f "usebackq delims=" %%i in (`"%P%" -version [16^,17^)`) do '
         'set "V=%%i"\r\nif errorlevel 1 exit /b 1\r\nif defined V (\r\n  echo %V%\r\n)\r\n'
     )
     assert [p for p in check_cmd(ok) if "errorlevel check" not in p] == []
