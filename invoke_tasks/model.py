@@ -22,16 +22,18 @@ from invoke_tasks._common import config_value, fails_cleanly, is_dry_run
 def fetch(
     c: Context, recipe: str = "", dest: str = "", verify: bool = False, dry_run: bool = False
 ) -> None:
-    """Download the recipe's model files at the pinned revision and verify size + sha256."""
+    """Download the pinned model files; verify by sha256 (small files: git blob id, then locked)."""
     from npulab.model import fetch as models
+    from npulab.model.lock import lock_path
     from npulab.recipe import find_recipe, load_recipe
 
-    loaded = load_recipe(find_recipe(recipe or config_value(c, "recipe")))
+    path = find_recipe(recipe or config_value(c, "recipe"))
     where = models.fetch(
-        loaded.model,
+        load_recipe(path).model,
         dest=Path(dest) if dest else None,
         verify=verify,
         dry_run=is_dry_run(c, dry_run),
+        lock=lock_path(path),
     )
     print(where)
 

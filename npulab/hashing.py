@@ -68,3 +68,18 @@ def save_records(path: Path, records: dict[str, FileRecord]) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     tmp.replace(path)
+
+
+def git_blob_id(path: Path, *, buffer_size: int = BUFFER_SIZE) -> str:
+    """The git object id of a file's content: sha1 of ``"blob <size>\\0"`` + content (what
+    ``git hash-object`` prints and the hub lists for files not stored in LFS)."""
+    digest = hashlib.sha1(b"blob %d\0" % path.stat().st_size)  # git's id, not a security hash
+    buf = bytearray(buffer_size)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while True:
+            n = f.readinto(view)
+            if not n:
+                break
+            digest.update(view[:n])
+    return digest.hexdigest()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,7 +41,7 @@ def test_pin_writes_revision_and_hashes_and_keeps_everything_else(
     hub: HubServer, recipe: Path
 ) -> None:
     files = hub_files()
-    commit = hub.add_repo(REPO, files, lfs={"pytorch_llama3.1_8b_w_bit_4_awq_lm_amd.pt"})
+    commit = hub.add_repo(REPO, files, lfs={"llama3.1_8b_w_bit_4_awq_amd.pt"})
     before = recipe.read_text()
     diff = model_pin.pin(recipe)
     after = recipe.read_text()
@@ -50,14 +51,16 @@ def test_pin_writes_revision_and_hashes_and_keeps_everything_else(
     for f in model.files:
         assert f.sha256 == hashlib.sha256(files[f.path]).hexdigest()
         assert f.size == len(files[f.path])
-    # Only added lines; every original line (comments included) survives in order.
+    # Only pin lines change; every other original line (comments included) survives in order.
     removed = [ln for ln in diff.splitlines() if ln.startswith("-") and not ln.startswith("---")]
-    assert removed == []
-    assert [ln for ln in after.splitlines() if ln in before.splitlines()] == before.splitlines()
-    assert "# Filled by `invoke model.pin`" in after
+    assert removed
+    assert all(re.match(r"-\s*(revision|sha256|size): ", ln) for ln in removed), removed
+    kept = [ln for ln in before.splitlines() if f"-{ln}" not in removed]
+    assert [ln for ln in after.splitlines() if ln in kept] == kept
+    assert "# Plain git files: the hub publishes no sha256." in after
     # Re-pinning a moved branch replaces the old values instead of stacking new ones.
-    files["config.json"] = b'{"changed": true}'
-    commit2 = hub.add_repo(REPO, files, lfs={"pytorch_llama3.1_8b_w_bit_4_awq_lm_amd.pt"})
+    files["tokenizer.json"] = b'{"changed": true}'
+    commit2 = hub.add_repo(REPO, files, lfs={"llama3.1_8b_w_bit_4_awq_amd.pt"})
     model_pin.pin(recipe)
     text = recipe.read_text()
     assert text.count("revision:") == 1

@@ -191,9 +191,9 @@ def test_offline_with_an_incomplete_cache_names_the_missing_files(
     assert len(hub.requests) == before
 
 
-def test_unpinned_model_is_refused_with_the_pin_command() -> None:
+def test_model_without_a_revision_is_refused_with_the_pin_command() -> None:
     model = Model(repo_id=REPO, checkpoint="m.pt", files=(ModelFile(path="m.pt"),))
-    with pytest.raises(ConfigError, match="not pinned") as err:
+    with pytest.raises(ConfigError, match="no pinned revision") as err:
         models.fetch(model)
     assert "invoke model.pin" in str(err.value)
 

@@ -115,7 +115,7 @@ def test_find_recipe_unknown_name_lists_known() -> None:
         # cross-field checks (__post_init__)
         ('python: "3.9"', 'python: "3"', r"env: python: expected a 'major\.minor' string"),
         (
-            "  checkpoint: pytorch_llama3.1_8b_w_bit_4_awq_lm_amd.pt\n",
+            "  checkpoint: llama3.1_8b_w_bit_4_awq_amd.pt\n",
             "  checkpoint: other.pt\n",
             r"model: checkpoint 'other\.pt' is not one of the files",
         ),

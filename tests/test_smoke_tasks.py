@@ -15,7 +15,6 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 
 import npulab.transport
-from invoke_tasks import model as model_tasks
 from invoke_tasks import smoke as smoke_tasks
 from npulab import cmd
 from npulab.cmd import Completed
@@ -43,15 +42,6 @@ def tiny_recipe(project_root: Path, tmp_path: Path, *, eot_bias: float = 1.0) ->
     path.write_text(text)
     assert load_recipe(path).model.pinned
     return path
-
-
-def test_model_fetch_task_refuses_the_unpinned_recipe(project_root: Path) -> None:
-    with pytest.raises(Exit) as err:
-        model_tasks.fetch(
-            Context(), recipe=str(project_root / "recipes/ryzenai-sw-1.1-llama3.1.yaml")
-        )
-    assert err.value.code == ConfigError.exit_code
-    assert "invoke model.pin" in str(err.value.message)
 
 
 def test_npu_backend_without_an_env_python_says_how_to_name_it(

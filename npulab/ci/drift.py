@@ -1,7 +1,9 @@
 """Drift checks: do the pins still hold upstream?
 
 * upstream: the recipe's tag still points at the pinned commit (``git ls-remote``, peeled).
-* hub: the pinned model revision still exists and every file keeps its sha256 and size.
+* hub: the pinned model revision still exists and every file keeps its sha256 and size (from the
+  recipe or the model lock); for the published checkpoint, the live listing still is the one the
+  hub test double serves (:mod:`npulab.model.published`).
 * installers: every pinned installer URL in the Ansible vars still answers (HEAD), with the
   recorded size when one is given.
 * actions: every ``uses: owner/repo@<sha> # <tag>`` in the workflows: the tag still resolves to
@@ -97,11 +99,13 @@ def check_hub(model: Model) -> list[Drift]:
     from npulab.model.pin import read_pins
 
     subject = f"{model.repo_id}@{model.revision}"
-    if model.revision is None or not model.pinned:
-        return [Drift("hub", model.repo_id, "a pinned revision and hashes", "not pinned yet "
-                      "(run `invoke model.pin` on a machine that reaches the hub)")]  # fmt: skip
+    if model.revision is None:
+        why = "not pinned yet (set model.revision, or `invoke model.pin` where the hub answers)"
+        return [Drift("hub", model.repo_id, "a pinned revision", why)]
     try:
-        HfApi(endpoint=endpoint()).model_info(model.repo_id, revision=model.revision)
+        info = HfApi(endpoint=endpoint()).model_info(
+            model.repo_id, revision=model.revision, files_metadata=True
+        )
     except RevisionNotFoundError:
         return [Drift("hub", subject, "the revision exists", "revision not found")]
     except RepositoryNotFoundError:
@@ -115,11 +119,13 @@ def check_hub(model: Model) -> list[Drift]:
         return [Drift("hub", subject, "every recipe file present", exc.message)]
     except EntryNotFoundError as exc:  # pragma: no cover - read_pins checks siblings first
         return [Drift("hub", subject, "every recipe file present", str(exc))]
-    drifts = []
+    drifts = check_listing(model, info.siblings or [])
     if commit != model.revision:
         drifts.append(Drift("hub", f"{model.repo_id} revision", model.revision, commit))
     for f in model.files:
         pin = pins[f.path]
+        if f.sha256 is None:
+            continue  # not locked yet: model.fetch checks it by git blob id
         if (pin.sha256, pin.size) != (f.sha256, f.size):
             drifts.append(
                 Drift(
@@ -129,6 +135,38 @@ def check_hub(model: Model) -> list[Drift]:
                     f"sha256 {pin.sha256} size {pin.size}",
                 )
             )
+    return drifts
+
+
+def check_listing(model: Model, siblings: list[Any]) -> list[Drift]:
+    """For the published checkpoint at its pinned commit: the live listing (names, sizes, LFS
+    sha256) against the one the hub test double serves. Other models: nothing to compare."""
+    from npulab.model import published
+
+    if (model.repo_id, model.revision) != (published.REPO_ID, published.REVISION):
+        return []
+    subject = f"{model.repo_id}@{model.revision} listing (npulab/model/published.py)"
+    live = {s.rfilename: s for s in siblings}
+    known = {f.path: f for f in published.FILES}
+    drifts = []
+    if set(live) != set(known):
+        drifts.append(Drift("hub", f"{subject} names", ", ".join(sorted(known)),
+                            ", ".join(sorted(live))))  # fmt: skip
+    for path in sorted(set(live) & set(known)):
+        want, have = known[path], live[path]
+        lfs = getattr(have, "lfs", None)
+        have_sha = lfs.sha256 if lfs is not None else None
+        have_size = getattr(have, "size", None)
+        if have_sha != want.lfs_sha256:
+            drifts.append(
+                Drift("hub", f"{subject} {path}", f"lfs {want.lfs_sha256}", f"lfs {have_sha}")
+            )
+        if want.size is not None and have_size != want.size:
+            drifts.append(
+                Drift("hub", f"{subject} {path}", f"size {want.size}", f"size {have_size}")
+            )
+        elif want.size is None and have_size is not None:
+            log.info(f"drift: {path} is {have_size} bytes live; published.py states no size")
     return drifts
 
 
@@ -246,7 +284,9 @@ def run_drift(recipe_name: str, options: DriftOptions | None = None) -> list[Dri
     if "upstream" not in options.skip:
         drifts += check_upstream(recipe, options.upstream_url, timeout=options.timeout)
     if "hub" not in options.skip:
-        drifts += check_hub(recipe.model)
+        from npulab.model.lock import locked_model
+
+        drifts += check_hub(locked_model(recipe))
     if "installers" not in options.skip:
         ansible = options.ansible_dir or paths.project_root() / "ansible"
         installers = find_installers(ansible) if ansible.is_dir() else []

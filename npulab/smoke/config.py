@@ -1,8 +1,8 @@
 """Render the smoke runner's JSON settings from the recipe (the runner itself reads no YAML).
 
 The runner (``npulab/smoke/runner.py``) runs inside the 1.1 conda env, so everything it needs is
-in one JSON file: where the model is, every file's pinned sha256 and size, the prompts and
-generation settings, and the chip's thresholds.
+in one JSON file: where the model is, every file's pinned (or locked) sha256 and size, the
+prompts and generation settings, and the chip's thresholds.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from npulab.model.fetch import require_pinned
+from npulab.model.lock import locked_model
 from npulab.recipe import Device, Recipe
 
 Backend = Literal["npu", "cpu"]
@@ -28,7 +29,8 @@ def render(
     report: str | None = None,
 ) -> dict[str, Any]:
     """The runner's settings. ``model_dir`` is a path on the machine that runs the runner."""
-    model = recipe.model
+    # Files the recipe pins by revision only get their sha256 from the model lock.
+    model = locked_model(recipe)
     revision = require_pinned(model)
     smoke = recipe.smoke
     if chip is not None:

@@ -14,7 +14,9 @@ Serves, on loopback only:
 Scriptable per test: drop the connection after N bytes of a file (``drop_after``), serve wrong
 bytes while the metadata keeps the right hashes (``corrupt``), add ``latency``, redirect LFS
 files to a ``/cdn/`` URL like the real hub (``HubServer(cdn_redirect=True)``), move a branch to a
-new commit (``add_revision``), and read the request log (``requests``).
+new commit (``add_revision``), and read the request log (``requests``). ``add_published`` serves
+the published checkpoint's real listing (names, sizes, LFS pointer; see
+:mod:`npulab.model.published`).
 
 Use it as a context manager; point huggingface_hub at ``server.endpoint`` (``HF_ENDPOINT`` or the
 ``endpoint=`` arguments)::
@@ -48,10 +50,17 @@ def git_blob_sha1(data: bytes) -> str:
 class HubFile:
     data: bytes
     lfs: bool
+    #: (sha256, size) of an LFS file that is listed but whose content the double does not hold
+    #: (the real 11 GB checkpoint): listings and HEAD answer with these, GET with 503.
+    listed: tuple[str, int] | None = None
 
     @property
     def sha256(self) -> str:
-        return hashlib.sha256(self.data).hexdigest()
+        return self.listed[0] if self.listed else hashlib.sha256(self.data).hexdigest()
+
+    @property
+    def size(self) -> int:
+        return self.listed[1] if self.listed else len(self.data)
 
     @property
     def blob_id(self) -> str:
@@ -60,7 +69,7 @@ class HubFile:
             return git_blob_sha1(self.data)
         pointer = (
             "version https://git-lfs.github.com/spec/v1\n"
-            f"oid sha256:{self.sha256}\nsize {len(self.data)}\n"
+            f"oid sha256:{self.sha256}\nsize {self.size}\n"
         ).encode()
         return git_blob_sha1(pointer)
 
@@ -173,6 +182,36 @@ class HubServer:
         return commit
 
     add_repo = add_revision
+
+    def add_published(
+        self, *, checkpoint: bytes | None = None, files: dict[str, bytes] | None = None
+    ) -> str:
+        """The published repository's listing (:mod:`npulab.model.published`) at its pinned
+        commit: the same names, LFS-ness and stated sizes. ``checkpoint``: stand-in bytes served
+        for the LFS checkpoint (its sha256 and size then are the stand-in's); None: listed with
+        the real sha256 and size, content not held. ``files``: content for plain git files;
+        others get filler of the stated size (1000 bytes where no size is stated)."""
+        from npulab.model import published
+
+        stored = {}
+        for entry in published.FILES:
+            if entry.lfs_sha256 is not None:
+                if checkpoint is None:
+                    listed = (entry.lfs_sha256, int(entry.size or 0))
+                    stored[entry.path] = HubFile(b"", True, listed=listed)
+                else:
+                    stored[entry.path] = HubFile(checkpoint, True)
+                continue
+            data = (files or {}).get(entry.path)
+            if data is None:
+                filler = f"stand-in for {entry.path}\n".encode()
+                size = entry.size or 1000
+                data = (filler * (size // len(filler) + 1))[:size]
+            stored[entry.path] = HubFile(data, False)
+        with self._state.lock:
+            self._state.repos.setdefault(published.REPO_ID, {})[published.REVISION] = stored
+            self._state.branches.setdefault(published.REPO_ID, {})["main"] = published.REVISION
+        return published.REVISION
 
     def file(self, repo_id: str, commit: str, path: str) -> HubFile:
         return self._state.repos[repo_id][commit][path]
@@ -349,11 +388,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("ETag", f'"{hub_file.blob_id}"')
         self.send_header("X-Repo-Commit", commit)
         self.send_header("X-Linked-Etag", f'"{hub_file.sha256}"')
-        self.send_header("X-Linked-Size", str(len(hub_file.data)))
+        self.send_header("X-Linked-Size", str(hub_file.size))
         self.send_header("Content-Length", "0")
         self.end_headers()
 
     def _send_file(self, commit: str, path: str, hub_file: HubFile, *, head: bool) -> None:
+        if hub_file.listed is not None and not head:
+            self._error(503, "ContentNotHeld", f"{path}: listed only; the double has no content")
+            return
         with self.hub.lock:
             data = self.hub.corrupt.get(path, hub_file.data)
             drop = self.hub.drops.get(path) if not head else None
@@ -384,7 +426,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("X-Repo-Commit", commit)
         if hub_file.lfs:
             self.send_header("X-Linked-Etag", f'"{hub_file.sha256}"')
-            self.send_header("X-Linked-Size", str(len(hub_file.data)))
+            self.send_header("X-Linked-Size", str(hub_file.size))
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
         self.end_headers()
@@ -401,7 +443,7 @@ class _Handler(BaseHTTPRequestHandler):
 def _lfs(hub_file: HubFile, oid_key: str) -> dict[str, Any] | None:
     if not hub_file.lfs:
         return None
-    return {oid_key: hub_file.sha256, "size": len(hub_file.data), "pointerSize": 134}
+    return {oid_key: hub_file.sha256, "size": hub_file.size, "pointerSize": 134}
 
 
 def _sibling(path: str, hub_file: HubFile, *, blobs: bool) -> dict[str, Any]:
@@ -409,7 +451,7 @@ def _sibling(path: str, hub_file: HubFile, *, blobs: bool) -> dict[str, Any]:
         return {"rfilename": path}
     entry: dict[str, Any] = {
         "rfilename": path,
-        "size": len(hub_file.data),
+        "size": hub_file.size,
         "blobId": hub_file.blob_id,
     }
     lfs = _lfs(hub_file, "sha256")
@@ -422,7 +464,7 @@ def _path_info(path: str, hub_file: HubFile) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "type": "file",
         "path": path,
-        "size": len(hub_file.data),
+        "size": hub_file.size,
         "oid": hub_file.blob_id,
     }
     lfs = _lfs(hub_file, "oid")
