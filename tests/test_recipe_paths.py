@@ -54,8 +54,8 @@ def _one_line(err: pytest.ExceptionInfo[ConfigError], path: Path) -> str:
             "has ':\\\\'",
         ),
         (
-            "    - path: config.json",
-            "    - path: ../config.json",
+            "    - path: tokenizer.json",
+            "    - path: ../tokenizer.json",
             "model.files[1].path",
             "'..'",
         ),
