@@ -57,7 +57,10 @@ def test_probe_fleet_verdicts(fleet_env, tmp_path: Path, capfd: pytest.CaptureFi
     assert results["strix-01"].verdict == "mismatch"
     assert "XDNA2 (Strix)" in results["strix-01"].reason
     assert results["fresh-01"].verdict == "unprovisioned"
-    assert results["fresh-01"].reason == "missing: vs2019_v142, runner_service"
+    # the runner is reported beside the verdict, never as a missing build prerequisite
+    assert results["fresh-01"].reason == "missing: vs2019_v142"
+    assert results["fresh-01"].runner is None
+    assert results["phx-01"].runner == "actions.runner.npulab.phx-01 (Running)"
     # GBK console: the host writes cp936 whatever the shell code page; decoded on purpose
     assert results["gbk-01"].verdict == "ok"
     assert fleet.server("gbk-01").host.count("reg.exe") == 1  # OEM code page asked once
@@ -126,3 +129,51 @@ def test_transport_never_shows_password() -> None:
     creds = Credentials("u", Secret(PASSWORD), "test")
     assert PASSWORD not in repr(creds)
     assert t is not None
+
+
+def _judged(**prereqs: str | None) -> probe.ProbeResult:
+    facts = preset("phx")
+    facts.prereqs.update(prereqs)
+    long_paths = prereqs.pop("long_paths", "1") == "1"
+    data = {
+        "schema": 1, "computer_name": "PHX", "cpu": facts.cpu,
+        "windows": {"caption": "w", "build": "22631"}, "last_boot": "", "oem_codepage": 437,
+        "disk": {"drive": "C:", "free_bytes": 1, "size_bytes": 2}, "pci": facts.pci,
+        "prereqs": {k: v for k, v in facts.prereqs.items() if k != "long_paths"},
+        "long_paths": long_paths,
+    }  # fmt: skip
+    from npulab.schema import build
+
+    hv = build(inventory.HostVars, {"ansible_host": "h", "npulab_chip": "7940HS"}, source="t")
+    host = Host(name="phx-01", groups=("phx",), vars=hv)
+    return probe.judge(host, probe.parse_facts(json.dumps(data), "phx-01"), 0.1)
+
+
+def test_ok_means_the_builds_prerequisite_check_passes() -> None:
+    """win-prereqs refuses a machine without LongPathsEnabled=1: so does the verdict."""
+    assert _judged().verdict == "ok"
+    result = _judged(long_paths="0")
+    assert result.verdict == "unprovisioned"
+    assert result.reason == "missing: LongPathsEnabled=1"
+
+
+def test_a_host_without_a_runner_can_build() -> None:
+    result = _judged(runner_service=None)
+    assert result.verdict == "ok"
+    assert result.passed()
+    assert result.label == "ok, no runner"
+    assert "ok, no runner" in probe.render_table([result])
+    assert _judged().label == "ok"
+
+
+def test_probe_looks_for_conda_where_the_build_does() -> None:
+    """NPULAB_CONDA_ROOT first, else the host layout's conda root, holding condabin\\conda.bat
+    (the file the build scripts call): the same rule as win-prereqs."""
+    from npulab.hosts import layout
+    from npulab.quoting import quote_pwsh
+
+    root = layout.load().conda_root
+    assert f"else {{ {quote_pwsh(root)} }}" in PROBE_SCRIPT
+    assert "$env:NPULAB_CONDA_ROOT" in PROBE_SCRIPT
+    assert "'condabin\\conda.bat'" in PROBE_SCRIPT
+    assert "USERPROFILE" not in PROBE_SCRIPT

@@ -211,6 +211,7 @@ def test_unreachable_hosts_are_reported_per_host(tmp_path: Path, callback: bool)
     root = tmp_path / "project"
     shutil.copytree(ROOT / "ansible", root / "ansible",
                     ignore=shutil.ignore_patterns("__pycache__", ".ansible"))  # fmt: skip
+    shutil.copytree(ROOT / "npulab" / "data", root / "npulab" / "data")  # site.yml's vars_files
     gv = root / "ansible" / "inventories" / "lab" / "group_vars" / "all" / "provisioning.yml"
     data = yaml.safe_load(gv.read_text())
     for pin in data["npulab_installers"].values():

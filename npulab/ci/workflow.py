@@ -16,6 +16,11 @@ import yaml
 
 from npulab import paths
 from npulab.ci.matrix import Matrix
+from npulab.hosts import layout
+
+#: Every PowerShell step of the rendered workflows: no profile, and the execution policy bypassed
+#: for this process only (a Windows 11 client's default policy, Restricted, refuses scripts).
+PWSH_SHELL = "powershell -NoProfile -ExecutionPolicy Bypass -Command \". '{0}'\""
 
 
 @dataclass(frozen=True)
@@ -82,7 +87,11 @@ def render_nightly(matrix: Matrix) -> str:
     template = (Path(__file__).parent.parent / "templates" / "nightly-npu.yml").read_text(
         encoding="utf-8"
     )
+    env = layout.load().machine_env()
+    env.pop("NPULAB_BUILD_DIR")  # the nightly builds in its workspace (checkout's clean wipes it)
     values = {
+        "PWSH_SHELL": yaml.safe_dump(PWSH_SHELL, default_style="'").strip(),
+        "LAYOUT_ENV": "\n".join(f"      {k}: {v}" for k, v in env.items()),
         "CRON": matrix.cron,
         "RECIPE": matrix.recipe,
         "JOB_TIMEOUT": str(matrix.job_timeout_minutes),

@@ -6,7 +6,8 @@ modules that run programs (:data:`ansible_check.COMMANDS`), when it has ``create
 from one, ``changed_when: false`` (a read-only probe), or the tag ``self-idempotent`` with a
 ``changed_when`` (a program that is incremental itself, e.g. ``invoke build``). Installer tasks
 (win_package, or tagged ``installer``) must accept 3010 (reboot required) and be followed by an
-``ansible.windows.win_reboot`` whose ``when`` reads their result.
+``ansible.windows.win_reboot`` whose ``when`` reads their result, unless tagged ``never-reboots``
+(an installer that cannot return 3010: then it must not accept it, and no dead reboot follows).
 """
 
 from __future__ import annotations
@@ -109,6 +110,11 @@ def check_tasks(
         if module == "ansible.windows.win_package" or "installer" in _tags(task):
             if module == "ansible.windows.win_package" and "installer" not in _tags(task):
                 fail("installer task without the 'installer' tag")
+            if "never-reboots" in _tags(task):
+                # Inno Setup /NORESTART, NSIS: no 3010 to accept, no reboot to follow.
+                if _accepts_reboot_code(task, module):
+                    fail("tagged never-reboots but accepts 3010: drop one of them")
+                continue
             if not _accepts_reboot_code(task, module):
                 fail("installer does not accept 3010 (expected_return_code or failed_when)")
             register = task.get("register")

@@ -4,9 +4,13 @@ Every host gets one PowerShell script (:data:`npulab.lab.probe_script.PROBE_SCRI
 with JSON; hosts are probed in parallel (a bounded thread pool), and a host that cannot be
 reached or answers nonsense is reported with the reason while the others complete.
 
-Verdicts: ``ok`` (expected chip, XDNA1 NPU with a driver, every prerequisite present),
-``unprovisioned`` (right hardware, missing driver or prerequisites: run the provisioning),
+Verdicts: ``ok`` (expected chip, XDNA1 NPU with a driver, and everything the build's own
+prerequisite check, ``win-prereqs``, requires: conda where the build looks, git, git lfs,
+VS 2019 v142, LongPathsEnabled=1), ``unprovisioned`` (right hardware, missing driver or build
+prerequisites: run the provisioning),
 ``mismatch`` (another CPU, no NPU, or a Strix NPU), ``unreachable``, ``auth-failed``, ``error``.
+The runner service is not a build prerequisite: it is reported beside the verdict (``ok, no
+runner`` for a host that can build but serves no nightly yet).
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ from npulab.schema import build
 from npulab.transport import Transport
 
 Verdict = Literal["ok", "unprovisioned", "mismatch", "unreachable", "auth-failed", "error"]
-PREREQS = ("conda", "git", "git_lfs", "vs2019_v142", "runner_service")
+#: What ``win-prereqs`` (scripts\\01-prereqs.ps1) requires, besides LongPathsEnabled=1.
+PREREQS = ("conda", "git", "git_lfs", "vs2019_v142")
+LONG_PATHS = "LongPathsEnabled=1"
 # cmd.exe treats & as a separator, so the ID is matched here, on the decoded JSON string.
 _NPU_ID = re.compile(r"VEN_1022&DEV_(1502|17F0)(?![0-9A-F])", re.IGNORECASE)
 NPU_KINDS = {"1502": "XDNA1 (PHX/HPT)", "17F0": "XDNA2 (Strix)"}
@@ -92,6 +98,15 @@ class ProbeResult:
     windows_build: str | None = None
     free_disk_gb: float | None = None
     prereqs: dict[str, str | None] = field(default_factory=dict)
+    #: The actions runner service ("name (status)"), or None: reported, never part of the verdict.
+    runner: str | None = None
+
+    @property
+    def label(self) -> str:
+        """The verdict as shown: ``ok, no runner`` for a host that builds but runs no nightly."""
+        if self.verdict == "ok" and not self.runner:
+            return "ok, no runner"
+        return self.verdict
 
     def passed(self, *, hardware_only: bool = False) -> bool:
         return self.verdict == "ok" or (hardware_only and self.verdict == "unprovisioned")
@@ -134,6 +149,7 @@ def judge(host: Host, facts: HostFacts, seconds: float) -> ProbeResult:
         windows_build=f"{facts.windows.build}.{facts.windows.ubr}",
         free_disk_gb=round(facts.disk.free_bytes / 2**30, 1),
         prereqs=prereqs,
+        runner=facts.prereqs.runner_service,
     )
     problems: list[str] = []
     if chip.lower() not in facts.cpu.lower():
@@ -145,6 +161,8 @@ def judge(host: Host, facts: HostFacts, seconds: float) -> ProbeResult:
     if problems:
         return _with(result, "mismatch", "; ".join(problems))
     missing = [name for name in PREREQS if not prereqs.get(name)]
+    if not facts.long_paths:
+        missing.append(LONG_PATHS)
     if npu is not None and not npu[0].driver_version:
         missing.insert(0, "npu_driver")
     if missing:
@@ -211,7 +229,7 @@ def render_table(results: Sequence[ProbeResult]) -> str:
             (
                 r.host,
                 r.expected_chip,
-                r.verdict,
+                r.label,
                 (r.cpu or "-").replace("AMD ", "").split(" w/")[0][:30],
                 r.npu or "-",
                 r.npu_driver or "-",

@@ -1,10 +1,16 @@
 """The one PowerShell script ``invoke lab.probe`` sends: host facts as JSON, nothing parsed from
 console text. Its first line is the marker the WS-Man double answers to; the JSON shape is
-:class:`npulab.lab.probe.HostFacts` (``schema: 1``)."""
+:class:`npulab.lab.probe.HostFacts` (``schema: 1``).
+
+Conda is looked for exactly where the build looks (``NPULAB_CONDA_ROOT``, else the host layout's
+``conda_root``, holding ``condabin\\conda.bat``), so a probe that finds it means the build will."""
 
 from __future__ import annotations
 
-PROBE_SCRIPT = r"""# npulab-script: probe v1
+from npulab.hosts import layout
+from npulab.quoting import quote_pwsh
+
+_TEMPLATE = r"""# npulab-script: probe v1
 $ErrorActionPreference = 'Stop'
 [Console]::OutputEncoding = New-Object System.Text.UTF8Encoding $false
 
@@ -38,13 +44,11 @@ $pci = @(Get-CimInstance -ClassName Win32_PnPEntity |
 
 $git = Get-Optional { (& git.exe --version 2>$null | Select-Object -First 1) }
 $lfs = Get-Optional { (& git.exe lfs version 2>$null | Select-Object -First 1) }
-$conda = Get-Optional { (Get-Command conda.exe -ErrorAction Stop).Source }
-if (-not $conda) {
-    $conda = @(
-        "$env:ProgramData\miniconda3\Scripts\conda.exe",
-        "$env:SystemDrive\miniconda3\Scripts\conda.exe",
-        "$env:USERPROFILE\miniconda3\Scripts\conda.exe"
-    ) | Where-Object { Test-Path -LiteralPath $_ } | Select-Object -First 1
+# The build's own rule (win-prereqs): NPULAB_CONDA_ROOT, else the host layout's conda root.
+$condaRoot = if ($env:NPULAB_CONDA_ROOT) { $env:NPULAB_CONDA_ROOT } else { @@CONDA_ROOT@@ }
+$conda = $null
+if (Test-Path -LiteralPath (Join-Path $condaRoot 'condabin\conda.bat')) {
+    $conda = Join-Path $condaRoot 'condabin\conda.bat'
 }
 $vswhere = "${env:ProgramFiles(x86)}\Microsoft Visual Studio\Installer\vswhere.exe"
 $vs = $null
@@ -89,3 +93,10 @@ $facts = [ordered]@{
 }
 ConvertTo-Json -InputObject $facts -Depth 6 -Compress
 """
+
+
+def render(conda_root: str) -> str:
+    return _TEMPLATE.replace("@@CONDA_ROOT@@", quote_pwsh(conda_root))
+
+
+PROBE_SCRIPT = render(layout.load().conda_root)

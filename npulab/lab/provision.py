@@ -24,7 +24,16 @@ from npulab.paths import project_root
 #: Hosts provisioned at once at most (each WinRM connection is one Ansible worker process).
 DEFAULT_FORKS_CAP = 16
 RECAP_KEYS = ("ok", "changed", "unreachable", "failures", "skipped", "rescued", "ignored")
-ROLES = ("npu_driver", "git_lfs", "miniconda", "vs2019_buildtools", "gha_runner", "npulab_stack")
+ROLES = (
+    "npulab_host",
+    "npu_driver",
+    "git_lfs",
+    "miniconda",
+    "controller_python",
+    "vs2019_buildtools",
+    "gha_runner",
+    "npulab_stack",
+)
 
 
 @dataclass(frozen=True)

@@ -72,7 +72,7 @@ def other_amd_devices() -> list[dict[str, Any]]:
 
 
 ALL_PREREQS: dict[str, str | None] = {
-    "conda": "C:\\ProgramData\\miniconda3\\Scripts\\conda.exe",
+    "conda": "C:\\ProgramData\\miniconda3\\condabin\\conda.bat",
     "git": "git version 2.45.2.windows.1",
     "git_lfs": "git-lfs/3.5.1 (GitHub; windows amd64; go 1.21.7)",
     "vs2019_v142": "C:\\Program Files (x86)\\Microsoft Visual Studio\\2019\\BuildTools",
