@@ -9,6 +9,8 @@ from invoke_tasks._common import config_value, fails_cleanly, is_dry_run
 
 
 @task(
+    # -h stays invoke's help (an automatic short flag would make it --host).
+    auto_shortflags=False,
     help={
         "recipe": "recipe name or path (default: npulab.recipe in invoke.yaml)",
         "source": "local mirror or checkout of the upstream (else NPULAB_UPSTREAM, "
@@ -19,7 +21,11 @@ from invoke_tasks._common import config_value, fails_cleanly, is_dry_run
         "host": "run the Windows steps on this inventory host over WinRM (implies --target "
         "windows)",
         "remote_root": "build directory on --host (default C:\\npulab\\build\\<recipe>)",
-    }
+        "no_wait": "fail at once if another build holds build/<recipe> or the source cache "
+        "(default: wait, saying who holds it)",
+        "discard_edits": "restage a hand-edited tree/ anyway; a copy of the edited files goes to "
+        "build/<recipe>/edits-<stamp>/",
+    },
 )
 @fails_cleanly
 def build(
@@ -31,6 +37,8 @@ def build(
     target: str = "auto",
     host: str = "",
     remote_root: str = "",
+    no_wait: bool = False,
+    discard_edits: bool = False,
 ) -> None:
     """Fetch, verify, patch and render the stack into build/<recipe>/ (Windows: build it)."""
     from npulab.build.workflow import run_build
@@ -52,6 +60,8 @@ def build(
             **({"host": host} if host else {}),
             **({"remote_root": remote_root} if remote_root else {}),
         },
+        wait=not no_wait,
+        discard_edits=discard_edits,
     )
 
 

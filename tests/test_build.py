@@ -13,7 +13,7 @@ import yaml
 from npulab import paths
 from npulab.build import executor as build
 from npulab.build import plan, workflow
-from npulab.errors import PatchError, SourceError
+from npulab.errors import BuildStepError, PatchError, SourceError
 from npulab.recipe import DEFAULT_RECIPE, Recipe, load_recipe
 from npulab.source import sources
 from npulab.windows import plan as winplan
@@ -118,11 +118,19 @@ def test_build_then_incremental(staged: tuple[Path, Recipe, sources.Origin]) -> 
     assert second.steps["patch"] == second.steps["render"] == "up-to-date"
     assert "nothing changed" in workflow.summary(second)
 
-    # A hand edit in tree/ is noticed and undone.
+    # A hand edit in tree/ is noticed and never silently undone (issue 15 finding 5): refused
+    # with the file and the ways on; --discard-edits keeps a copy and restages.
     (out / "tree" / MODELING).write_text("tampered\n")
-    third = build.run(recipe, plan.Options(), origin)
+    with pytest.raises(BuildStepError, match=MODELING) as refused:
+        build.run(recipe, plan.Options(), origin)
+    assert "patches.refresh" in str(refused.value)
+    assert "--discard-edits" in str(refused.value)
+    assert (out / "tree" / MODELING).read_text() == "tampered\n"
+    third = build.run(recipe, plan.Options(), origin, discard_edits=True)
     assert third.steps["patch"] == "done"
     assert "line five" in (out / "tree" / MODELING).read_text()
+    (kept,) = out.glob("edits-*")
+    assert (kept / MODELING).read_text() == "tampered\n"
 
     # A changed patch rebuilds the patch step and what depends on it.
     series_dir = recipe.patches.directory
@@ -223,7 +231,7 @@ def test_lfs_pointers_are_listed_for_the_windows_host(
 ) -> None:
     """The staged tree keeps the pointer; 02-lfs.ps1 carries its oid and size for the host. Once
     a Windows build on this machine filled it with exactly that object, the tree still counts as
-    intact; any other content is a modification and is staged again."""
+    intact; any other content is a modification: refused, or staged again with --discard-edits."""
     _up, recipe, origin = staged
     first = build.run(recipe, plan.Options(), origin)
     dll = first.out / "tree" / DLL
@@ -237,7 +245,9 @@ def test_lfs_pointers_are_listed_for_the_windows_host(
     assert again.steps["patch"] == "up-to-date"
     assert dll.read_bytes() == LFS_CONTENT
     dll.write_bytes(LFS_CONTENT[:-1] + b"!")
-    third = build.run(recipe, plan.Options(), origin)
+    with pytest.raises(BuildStepError, match="hand-edited"):
+        build.run(recipe, plan.Options(), origin)
+    third = build.run(recipe, plan.Options(), origin, discard_edits=True)
     assert third.steps["patch"] == "done"
     assert dll.read_text() == LFS_POINTER
 

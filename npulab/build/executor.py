@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from npulab import __version__, log, paths
-from npulab.source import gitutil
+from npulab.build import scratch
+from npulab.source import dirlock, gitutil
 from npulab.build import manifest
 from npulab.errors import BuildStepError, NpulabError
 from npulab.source.patches import Series, load_series
@@ -174,12 +175,31 @@ def dry_run(recipe: Recipe, options: Options, origin: Origin) -> str:
     return head + "\n" + format_plan(steps)
 
 
-def run(recipe: Recipe, options: Options, origin: Origin) -> Result:
-    """Execute the plan for ``recipe``; returns per-step statuses (done / up to date)."""
+def run(
+    recipe: Recipe,
+    options: Options,
+    origin: Origin,
+    *,
+    wait: bool = True,
+    discard_edits: bool = False,
+) -> Result:
+    """Execute the plan for ``recipe``; returns per-step statuses (done / up to date).
+
+    The whole run holds ``build/<recipe>``'s lock (``wait``: wait for another build of it, else
+    fail at once); leftovers of killed builds are swept first."""
+    out = output_dir(recipe)
+    out.mkdir(parents=True, exist_ok=True)
+    with dirlock.locked(out, "build", wait=wait, what=f"build directory {out}"):
+        scratch.sweep_build(out)
+        return _run_locked(recipe, options, origin, out, wait=wait, discard_edits=discard_edits)
+
+
+def _run_locked(
+    recipe: Recipe, options: Options, origin: Origin, out: Path, *, wait: bool, discard_edits: bool
+) -> Result:
     from npulab.build import stage as stagesteps
 
     stagesteps.register_all()
-    out = output_dir(recipe)
     steps = plan(recipe, options)
     series = load_series(recipe.patches.directory)
     previous = manifest.load(out)
@@ -205,6 +225,8 @@ def run(recipe: Recipe, options: Options, origin: Origin) -> Result:
         previous=previous,
         data=data,
     )
+    ctx.shared["wait"] = wait
+    ctx.shared["discard_edits"] = discard_edits
     statuses: dict[str, str] = {}
     for step in steps:
         runner = RUNNERS.get(step.kind)

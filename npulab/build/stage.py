@@ -10,7 +10,7 @@ from pathlib import Path
 
 from npulab import log
 from npulab.source import lfs
-from npulab.build import manifest
+from npulab.build import edits, manifest
 from npulab.source import patches
 from npulab.build import plan
 from npulab.source import sources
@@ -36,6 +36,7 @@ def _fetch(ctx: Context, step: Step) -> Outcome:
         tag=up.tag,
         origin=ctx.origin,
         expected_tree=up.tree,
+        wait=bool(ctx.shared.get("wait", True)),
     )
     ctx.source = src
     for text in src.warnings:
@@ -93,18 +94,25 @@ def _index(ctx: Context) -> Path:
     return ctx.state / "tree.index"
 
 
+def _pending_index(ctx: Context) -> Path:
+    """The index of a tree about to be promoted (renamed to tree.index right after)."""
+    return ctx.state / "tree.index.pending"
+
+
 def _patch(ctx: Context, step: Step) -> Outcome:
     src = ctx.need_source()
     ctx.state.mkdir(parents=True, exist_ok=True)
-    _index(ctx).unlink(missing_ok=True)
+    hand_edits = edits.edited(ctx)
     log.info(
         f"    checking out {len(ctx.entries)} file(s), applying {len(ctx.series.patches)} patch(es)"
     )
     spec = ctx.recipe.upstream.lfs
     filled: list[str] = []
     still: list[str] = []
+    tree_hash = ""
 
     def finish(tree: Path) -> None:
+        nonlocal tree_hash
         # Runs on the scratch tree: nothing is promoted unless this passes too.
         in_scope = [p for p in spec.required if (tree / p).exists()]
         filled.extend(lfs.materialize_lfs(ctx.origin, tree, in_scope))
@@ -112,14 +120,18 @@ def _patch(ctx: Context, step: Step) -> Outcome:
         # What stays a pointer is fetched by oid on the Windows host (step win-lfs).
         still.extend(p for p in pointers if p in in_scope and p not in filled)
         _stamp(tree, sources.commit_time(src))
+        edits.guard(ctx, hand_edits, tree)
+        # The stat cache of the result, made before the tree is promoted (a rename keeps the
+        # files' stat data): tree/ and its index change places together, so a crash between
+        # them never makes a clean tree look hand-edited.
+        tmp_index = ctx.state / f".tree.index.{os.getpid()}"
+        tmp_index.unlink(missing_ok=True)
+        git("add", "-A", "-f", ".", git_dir=src.cache, work_tree=tree, index=tmp_index)
+        tree_hash = git("write-tree", git_dir=src.cache, work_tree=tree, index=tmp_index).stdout
+        tmp_index.replace(_pending_index(ctx))
 
     patches.stage_patched(ctx.series, src, ctx.tree, ctx.prefixes, finish)
-    # A stat cache of the result: the next run verifies tree/ in milliseconds.
-    tmp_index = ctx.state / "tree.index.new"
-    tmp_index.unlink(missing_ok=True)
-    git("add", "-A", "-f", ".", git_dir=src.cache, work_tree=ctx.tree, index=tmp_index)
-    tree_hash = git("write-tree", git_dir=src.cache, work_tree=ctx.tree, index=tmp_index).stdout
-    tmp_index.replace(_index(ctx))
+    _pending_index(ctx).replace(_index(ctx))
     return Outcome(
         detail={
             "mode": "patch-only" if ctx.options.patch_only else "full",
@@ -130,6 +142,13 @@ def _patch(ctx: Context, step: Step) -> Outcome:
             "lfs_pointers": still,
         }
     )
+
+
+def _recorded_tree(ctx: Context) -> str | None:
+    """The tree hash the last good manifest records for tree/ (None: no record)."""
+    detail = ctx.previous.get("steps", {}).get("patch", {}).get("detail", {})
+    value = detail.get("tree")
+    return value if isinstance(value, str) and value else None
 
 
 def _stamp(tree: Path, stamp: int) -> None:
@@ -145,32 +164,20 @@ def _stamp(tree: Path, stamp: int) -> None:
 
 
 def _patch_intact(ctx: Context, step: Step) -> bool:
-    src = ctx.need_source()
-    if not _index(ctx).is_file() or not ctx.tree.is_dir():
+    """tree/ holds exactly the tree the manifest records (by tree hash; the index only saves
+    re-hashing files whose stat data did not change) and nothing else."""
+    ctx.need_source()
+    recorded = _recorded_tree(ctx)
+    if not ctx.tree.is_dir() or recorded is None:
         return False
-    env = {"git_dir": src.cache, "work_tree": ctx.tree, "index": _index(ctx)}
-    git("update-index", "-q", "--refresh", check=False, **env)  # type: ignore[arg-type]
-    changed = git("diff-files", "--name-only", "-z", **env).stdout  # type: ignore[arg-type]
-    others = git("ls-files", "--others", "-z", **env).stdout  # type: ignore[arg-type]
-    modified = [p for p in changed.split("\0") if p and not _lfs_filled(ctx, env, p)]
-    if modified or others:
-        log.info("    tree/ was modified since the last build: staging it again")
+    changed = edits.changes(ctx, recorded)
+    if changed is None:
+        log.info("    tree/ does not match the tree the manifest records: staging it again")
+        return False
+    if changed:
+        log.info(f"    tree/ was modified since the last build ({len(changed)} file(s))")
         return False
     return True
-
-
-def _lfs_filled(ctx: Context, env: dict[str, Path], rel: str) -> bool:
-    """A staged LFS pointer now holding exactly its object (win-lfs on this machine filled it)
-    is the same tree, not a modification."""
-    staged = git("cat-file", "blob", f":{rel}", check=False, **env)  # type: ignore[arg-type]
-    pointer = lfs.parse_pointer(staged.stdout) if staged.returncode == 0 else None
-    if pointer is None:
-        return False
-    oid, size = pointer
-    path = ctx.tree / rel
-    if not path.is_file() or path.stat().st_size != size:
-        return False
-    return sha256_file(path) == oid
 
 
 def _render(ctx: Context, step: Step) -> Outcome:

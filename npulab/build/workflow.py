@@ -33,8 +33,13 @@ def run_build(
     patch_only: bool = False,
     dry_run: bool = False,
     extra: dict[str, str] | None = None,
+    wait: bool = True,
+    discard_edits: bool = False,
 ) -> build.Result | None:
-    """``invoke build``: print the plan (dry run) or execute it and print a summary."""
+    """``invoke build``: print the plan (dry run) or execute it and print a summary.
+
+    ``wait``: wait for another build of the same directory (else fail at once); ``discard_edits``:
+    restage a hand-edited tree/, keeping a copy of the edits."""
     options = Options(target=resolve_target(target), patch_only=patch_only, extra=dict(extra or {}))
     refuse_conflicting(target, options)
     recipe = load(recipe_name)
@@ -45,7 +50,7 @@ def run_build(
         print(build.dry_run(recipe, options, origin))
         print("(dry run: nothing was fetched, checked out or written)")
         return None
-    result = build.run(recipe, options, origin)
+    result = build.run(recipe, options, origin, wait=wait, discard_edits=discard_edits)
     print(summary(result))
     return result
 

@@ -201,7 +201,12 @@ def promote(tmp: Path, dest: Path) -> None:
     if dest.exists():
         old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
         dest.rename(old)
-    tmp.rename(dest)
+    try:
+        tmp.rename(dest)
+    except BaseException:
+        if old is not None:
+            old.rename(dest)  # put the previous result back: never leave no result at all
+        raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from npulab import log, paths
 from npulab.errors import CommandError, SourceError
+from npulab.source import dirlock
 from npulab.source.gitutil import git
 
 LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/v1\n"
@@ -123,31 +124,31 @@ def ensure_source(
     tag: str,
     origin: Origin,
     expected_tree: str | None = None,
+    wait: bool = True,
 ) -> Source:
-    """Make ``commit`` available in the cache and verify commit, tree and tag."""
+    """Make ``commit`` available in the cache and verify commit, tree and tag.
+
+    Under the cache's lock (``wait``: wait for another build using it, else fail at once). A
+    commit counts as present only with its completion marker, written last, after its objects
+    and the ``shallow`` entry: an entry a killed fetch left half done is fetched again."""
     cache = cache_dir_for(repo_url)
-    if not (cache / "HEAD").exists():
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".init-", dir=cache.parent))
-        git("init", "--quiet", "--bare", str(tmp))
-        try:
-            tmp.rename(cache)
-        except OSError:  # another run created it meanwhile
-            shutil.rmtree(tmp, ignore_errors=True)
-    fetched = False
-    if not has_commit(cache, commit):
-        _fetch(cache, origin, commit)
-        fetched = True
-        if not has_commit(cache, commit):
-            msg = f"{origin.location} does not have the pinned commit {commit}"
-            raise SourceError(msg, hint=f"update the mirror: git -C {origin.location} fetch --tags")
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with dirlock.locked(
+        cache.parent, f"source-{cache.name}", wait=wait, what=f"source cache {cache}"
+    ):
+        _sweep_cache(cache)
+        fetched = _ensure_commit(cache, origin, commit)
     tree = git("rev-parse", f"{commit}^{{tree}}", git_dir=cache).stdout.strip()
     if expected_tree is not None and tree != expected_tree:
         msg = (
-            f"commit {commit} has tree {tree}, but the recipe pins tree {expected_tree} "
-            f"(cache {cache} may be corrupt)"
+            f"commit {commit} has tree {tree}, but the recipe pins tree {expected_tree}: the "
+            "recipe's upstream.tree does not belong to its upstream.commit"
         )
-        raise SourceError(msg, hint=f"rm -rf {cache} and run the build again")
+        raise SourceError(
+            msg,
+            hint=f"if the commit is the intended one, set upstream.tree: {tree} in the recipe "
+            f"(git rev-parse {commit}^{{tree}}); else restore the pinned commit",
+        )
     warnings = verify_tag(origin, tag, commit)
     return Source(
         repo_url=repo_url,
@@ -159,6 +160,104 @@ def ensure_source(
         fetched=fetched,
         warnings=tuple(warnings),
     )
+
+
+def _marker(cache: Path, commit: str) -> Path:
+    return cache / "npulab-complete" / commit
+
+
+def _ensure_commit(cache: Path, origin: Origin, commit: str) -> bool:
+    """True when objects were copied. Called under the cache lock."""
+    if not (cache / "HEAD").exists():
+        tmp = Path(tempfile.mkdtemp(prefix=f".init-{cache.name}-", dir=cache.parent))
+        git("init", "--quiet", "--bare", str(tmp))
+        tmp.rename(cache)
+    if _marker(cache, commit).is_file():
+        return False
+    if has_commit(cache, commit):
+        log.info(
+            f"source cache {cache}: {commit[:12]} has no completion marker (an earlier fetch "
+            "was interrupted): fetching it again"
+        )
+    for attempt in (1, 2):
+        _fetch(cache, origin, commit)
+        if not has_commit(cache, commit):
+            msg = f"{origin.location} does not have the pinned commit {commit}"
+            raise SourceError(msg, hint=_missing_commit_hint(origin))
+        if _trees_readable(cache, commit):
+            break
+        if attempt == 2:
+            msg = f"source cache {cache}: the trees of {commit} are unreadable after a fresh fetch"
+            raise SourceError(msg, hint=f"check the mirror: git -C {origin.location} fsck")
+        log.info(f"source cache {cache}: unreadable objects for {commit[:12]}; rebuilding it")
+        _discard(cache)
+        tmp = Path(tempfile.mkdtemp(prefix=f".init-{cache.name}-", dir=cache.parent))
+        git("init", "--quiet", "--bare", str(tmp))
+        tmp.rename(cache)
+    _record_shallow(cache, commit)
+    atomic_write(
+        _marker(cache, commit), git("rev-parse", f"{commit}^{{tree}}", git_dir=cache).stdout
+    )
+    return True
+
+
+def _trees_readable(cache: Path, commit: str) -> bool:
+    """Every tree of ``commit`` can be read (blobs may be missing from a partial mirror)."""
+    return git("ls-tree", "-r", "-t", "-z", commit, git_dir=cache, check=False).ok
+
+
+def _discard(path: Path) -> None:
+    trash = path.with_name(f".trash-{path.name}-{os.getpid()}")
+    path.rename(trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _sweep_cache(cache: Path) -> None:
+    """Remove what killed fetches left: partial packs, temp objects and files, init dirs.
+    Called under the cache lock, so nothing swept is still being written."""
+    parent = cache.parent
+    leftovers = [*parent.glob(f".init-{cache.name}-*"), *parent.glob(f".trash-{cache.name}-*")]
+    if cache.is_dir():
+        leftovers += [
+            *(cache / "objects" / "pack").glob("tmp_*"),
+            *(cache / "objects").glob("*/tmp_obj_*"),
+            *cache.glob("shallow.npulab-*"),
+            *(cache / "npulab-complete").glob(".*.tmp"),
+        ]
+        leftovers += _packs_without_index(cache)
+    for path in leftovers:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    if leftovers:
+        log.info(f"source cache {cache}: swept {len(leftovers)} leftover(s) of interrupted fetches")
+
+
+def _packs_without_index(cache: Path) -> list[Path]:
+    pack_dir = cache / "objects" / "pack"
+    return [p for p in pack_dir.glob("*.pack") if not p.with_suffix(".idx").is_file()]
+
+
+def _missing_commit_hint(origin: Origin) -> str:
+    if origin.is_local and not _is_git_repo(Path(origin.location)):
+        return (
+            f"{origin.location} is not a git repository: give a mirror or checkout "
+            f"(git clone --mirror <repo_url> {origin.location})"
+        )
+    return f"update the mirror: git -C {origin.location} fetch --tags"
+
+
+def _is_git_repo(path: Path) -> bool:
+    return git("rev-parse", "--git-dir", cwd=path, check=False).ok
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """``path`` appears whole or not at all (temp file in the same directory, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
 
 
 def has_commit(cache: Path, commit: str) -> bool:
@@ -198,7 +297,9 @@ def _copy_commit_objects(cache: Path, mirror: Path, commit: str) -> None:
     found = git("cat-file", "-t", commit, cwd=mirror, check=False)
     if not found.ok or found.stdout.strip() != "commit":
         msg = f"mirror {mirror} does not have the pinned commit {commit}"
-        raise SourceError(msg, hint=f"update the mirror: git -C {mirror} fetch --tags origin")
+        raise SourceError(
+            msg, hint=_missing_commit_hint(Origin(location=str(mirror), chosen_by=""))
+        )
     log.info(f"copying {commit[:12]} from {mirror} into the source cache")
     listing = git(
         "rev-list", "--objects", "--missing=print", "--no-walk", commit, cwd=mirror
@@ -214,8 +315,11 @@ def _copy_commit_objects(cache: Path, mirror: Path, commit: str) -> None:
         input_text="\n".join(present) + "\n",
         timeout=FETCH_TIMEOUT_S,
     )
-    # Only this commit's objects were copied: record it as shallow so git does not look for
-    # parents.
+
+
+def _record_shallow(cache: Path, commit: str) -> None:
+    """Only this commit's objects were copied: record it as shallow so git does not look for
+    its parents. (A ``git fetch --depth=1`` has written it already.)"""
     shallow = cache / "shallow"
     existing = shallow.read_text().split() if shallow.exists() else []
     if commit not in existing:
