@@ -262,10 +262,7 @@ def test_ps1_checker_sees_a_broken_script() -> None:
 CMD_NAMES = [
     "03-conda-env.cmd",
     "04-pip-lock.cmd",
-    pytest.param(
-        "05-ops-cpp.cmd",
-        marks=pytest.mark.xfail(strict=True, reason="finding 1: unescaped [16,17) in for /f"),
-    ),
+    "05-ops-cpp.cmd",
     "06-import-check.cmd",
     "npulab-env.cmd",
 ]

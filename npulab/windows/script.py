@@ -2,7 +2,8 @@
 
 Every piece of data goes through :mod:`npulab.quoting` (``quote_cmd_arg``, ``cmd_set``,
 ``quote_pwsh``); the templates here only add fixed text. A rendered ``.cmd`` has CRLF endings,
-``@echo off``, ``chcp 65001 >nul`` and an ``if errorlevel 1`` check after every command.
+``@echo off``, ``chcp 65001 >nul`` (the caller's code page given back on exit) and an
+``if errorlevel 1`` check after every command.
 """
 
 from __future__ import annotations
@@ -18,10 +19,21 @@ FAIL = "if errorlevel 1 exit /b %errorlevel%"
 #: Names only (env names, step names): no quoting needed, nothing cmd.exe interprets.
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 #: Template prelude: where the build lives on the Windows machine, relative to the script.
+#: The caller's console code page is read first (the last word of chcp's localized answer; %%~nb
+#: drops the "." of de-DE's "850.") and given back on every way out: the body runs as the
+#: subroutine :npulab_main, so each of its ``exit /b`` returns here first.
 PRELUDE = (
     "@echo off",
+    'set "NPULAB_CP="',
+    "for /f \"tokens=*\" %%a in ('chcp') do for %%b in (%%a) do set \"NPULAB_CP=%%~nb\"",
+    FAIL,
     "chcp 65001 >nul",
     FAIL,
+    "call :npulab_main",
+    'set "NPULAB_RC=%ERRORLEVEL%"',
+    "if defined NPULAB_CP chcp %NPULAB_CP% >nul",
+    "exit /b %NPULAB_RC%",
+    ":npulab_main",
     'set "PYTHONUTF8=1"',
     'set "PYTHONIOENCODING=utf-8"',
     'set "NPULAB_BUILD=%~dp0.."',
@@ -136,7 +148,8 @@ def _ps1_terms(value: str) -> str:
 _NOT_COMMAND = re.compile(
     r"(@echo off|rem( .*)?|set \".*\"|if (not )?defined \w+ set \".*\"|if (not )?errorlevel 1 .*"
     r"|if (not )?exist \"[^\"&]*\" goto :\w+|if not defined \w+ exit /b \d+"
-    r"|:[A-Za-z_]\w*|goto :?[A-Za-z_]\w*|exit /b( \d+| %errorlevel%)?|echo [^&|<>]*|)",
+    r"|:[A-Za-z_]\w*|goto :?[A-Za-z_]\w*|exit /b( \d+| %errorlevel%| %NPULAB_RC%)?|echo [^&|<>]*"
+    r"|call :npulab_main|if defined NPULAB_CP chcp %NPULAB_CP% >nul|)",
     re.IGNORECASE,
 )
 _ERRORLEVEL = re.compile(r"if (not )?errorlevel 1 ", re.IGNORECASE)

@@ -23,6 +23,9 @@ from npulab.windows.script import CRLF, CmdScript, env_lines_cmd, env_lines_ps1,
 VSWHERE = "%ProgramFiles(x86)%\\Microsoft Visual Studio\\Installer\\vswhere.exe"
 VC_COMPONENT = "Microsoft.VisualStudio.Component.VC.Tools.x86.x64"
 VS_RANGE = "[16,17)"
+#: The same range inside a FOR /F set: an unescaped ) would end the set and an unescaped , would
+#: split the argument (for /?; vswhere's "Versions" page says to escape both in batch for loops).
+VS_RANGE_IN_FOR = VS_RANGE.replace(",", "^,").replace(")", "^)")
 ENV_CMD = "npulab-env.cmd"
 ENV_PS1 = "npulab-env.ps1"
 CHECK_LOCK = "check-lock.py"
@@ -192,7 +195,7 @@ def ops_cpp_cmd(recipe: Recipe, facts: TreeFacts) -> str:
         s.raw(f'set "NPULAB_VSWHERE={VSWHERE}"', 'set "NPULAB_VS="')
         s.cmd(
             'for /f "usebackq delims=" %%i in (`"%NPULAB_VSWHERE%" -products * -version '
-            f"{VS_RANGE} -requires {VC_COMPONENT} -property installationPath`) "
+            f"{VS_RANGE_IN_FOR} -requires {VC_COMPONENT} -property installationPath`) "
             'do set "NPULAB_VS=%%i"'
         )
         s.raw("if not defined NPULAB_VS exit /b 3")
