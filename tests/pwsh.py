@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import tree_sitter
 import tree_sitter_powershell
 
@@ -32,5 +34,12 @@ def string_values(text: str) -> list[str]:
     for node in sorted(_nodes(text), key=lambda n: n.start_byte):
         if node.type == "verbatim_string_characters" and node.text is not None:
             raw = node.text.decode()
-            out.append(raw[1:-1].replace("''", "'"))
+            # Any two single-quote characters (ASCII or typographic) in a row stand for one.
+            out.append(
+                re.sub(
+                    "([\u0027\u2018\u2019\u201a\u201b])[\u0027\u2018\u2019\u201a\u201b]",
+                    r"\1",
+                    raw[1:-1],
+                )
+            )
     return out
