@@ -25,7 +25,7 @@ SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 PRELUDE = (
     "@echo off",
     'set "NPULAB_CP="',
-    "for /f \"tokens=*\" %%a in ('chcp') do for %%b in (%%a) do set \"NPULAB_CP=%%~nb\"",
+    'for /f "tokens=*" %%a in (\'chcp\') do for %%b in (%%a) do set "NPULAB_CP=%%~nb"',
     FAIL,
     "chcp 65001 >nul",
     FAIL,
