@@ -100,6 +100,51 @@ class ModelFile:
     size: int | None = field(default=None, metadata={"check": check_positive})
 
 
+RopeType = Literal["default", "llama3"]
+RopeOnLoad = Literal["repair", "as-saved"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rope:
+    """The RoPE the model must run with, checked against every rotary module after load.
+
+    A checkpoint pickled with ``torch.save(model)`` carries its own rotary buffers (frequencies
+    and a cos/sin cache), built by whatever code saved it; the smoke runner compares them with
+    these settings, reports what it found and, with ``on_load: repair``, rebuilds them."""
+
+    rope_theta: float = field(metadata={"check": check_positive})
+    rope_type: RopeType = "default"
+    #: llama3 only (Llama 3.1: 8.0, 1.0, 4.0, 8192).
+    factor: float | None = field(default=None, metadata={"check": check_positive})
+    low_freq_factor: float | None = field(default=None, metadata={"check": check_positive})
+    high_freq_factor: float | None = field(default=None, metadata={"check": check_positive})
+    original_max_position_embeddings: int | None = field(
+        default=None, metadata={"check": check_positive}
+    )
+    #: ``repair``: rebuild frequencies and a bounded cache before bf16 and quantization;
+    #: ``as-saved``: run the pickled state untouched (the A/B baseline).
+    on_load: RopeOnLoad = "repair"
+    #: Positions the rebuilt cos/sin cache holds up front (it grows on demand).
+    cache_positions: int = field(default=8192, metadata={"check": check_positive})
+
+    def __post_init__(self) -> None:
+        llama3 = (
+            self.factor,
+            self.low_freq_factor,
+            self.high_freq_factor,
+            self.original_max_position_embeddings,
+        )
+        if self.rope_type == "llama3" and None in llama3:
+            msg = (
+                "rope_type llama3 needs factor, low_freq_factor, high_freq_factor and "
+                "original_max_position_embeddings"
+            )
+            raise ValueError(msg)
+        if self.rope_type == "llama3" and self.low_freq_factor == self.high_freq_factor:
+            msg = "low_freq_factor and high_freq_factor must differ"
+            raise ValueError(msg)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Model:
     """A Hugging Face hub model pinned by revision, with every file's size and sha256."""
@@ -110,6 +155,8 @@ class Model:
     #: its hash is verified.
     checkpoint: str
     files: tuple[ModelFile, ...] = field(metadata={"check": check_nonempty})
+    #: The RoPE to check (and repair) the loaded checkpoint against; None: no rotary check.
+    rope: Rope | None = None
 
     def __post_init__(self) -> None:
         names = [f.path for f in self.files]

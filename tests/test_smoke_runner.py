@@ -368,3 +368,65 @@ def test_cpu_backend_loads_a_pinned_transformers_directory(tmp_path: Path) -> No
     code, report = run(tmp_path, settings(model_dir, pins, checkpoint="hf"))
     assert code == runner.EXIT_REFUSED
     assert "hf/config.json" in report["error"]
+
+
+LLAMA3 = {
+    "rope_theta": 500000.0,
+    "rope_type": "llama3",
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 64,
+    "cache_positions": 128,
+}
+
+
+def test_rotary_state_is_reported_and_repaired_against_the_recipe(
+    tiny: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    """tiny_llama's model carries llama3 RoPE; checked against default RoPE it does not match,
+    and the repair (transformers' modules have no helper: the runner's own) makes it match."""
+    directory, pins = tiny
+    default = {"rope_theta": 500000.0, "rope_type": "default", "on_load": "repair"}
+    model, _, facts = runner.load(settings(directory, pins, rope=default))
+    rotary = facts["rotary"]
+    assert rotary["checkpoint"]["rope_type"] == "llama3"
+    assert not rotary["as_loaded"]["matches"]
+    assert rotary["as_loaded"]["worst_inv_freq_rel_error"] == pytest.approx(0.875)  # 1/8 - 1
+    assert rotary["repaired_by"] == "runner"
+    assert rotary["after"]["matches"]
+    assert model.config.rope_scaling is None
+    want = 1.0 / (500000.0 ** (torch.arange(0, 8, 2).float() / 8))
+    assert all(torch.equal(m.inv_freq, want) for _, m in runner.rotary_modules(model))
+    # Against its own settings it matches as loaded; as-saved leaves it alone.
+    _, _, facts = runner.load(settings(directory, pins, rope=dict(LLAMA3, on_load="as-saved")))
+    assert facts["rotary"]["as_loaded"]["matches"]
+    assert facts["rotary"]["repaired"] is False
+    code, report = run(tmp_path, settings(directory, pins, rope=dict(LLAMA3, on_load="maybe")))
+    assert code == runner.EXIT_REFUSED
+    assert "rope.on_load 'maybe'" in report["error"]
+
+
+def test_zip_checkpoints_are_memory_mapped(
+    tiny: tuple[Path, dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torch.load gets mmap=True for a zip-format pickle and not for a legacy one (where torch
+    refuses mmap); bench/checkpoint_load.py measures what it saves."""
+    directory, _ = tiny
+    seen: list[dict[str, Any]] = []
+    real = torch.load
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    model, mmapped = runner.load_checkpoint(str(directory / "model.pt"))
+    assert mmapped
+    assert seen[-1]["mmap"] is True
+    legacy = tmp_path / "legacy.pt"
+    torch.save(model, legacy, _use_new_zipfile_serialization=False)
+    again, mmapped = runner.load_checkpoint(str(legacy))
+    assert not mmapped
+    assert "mmap" not in seen[-1]
+    assert torch.equal(again.lm_head.bias, model.lm_head.bias)

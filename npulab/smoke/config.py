@@ -7,13 +7,15 @@ prompts and generation settings, and the chip's thresholds.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any, Literal
 
+from npulab.errors import ConfigError
 from npulab.model.fetch import require_pinned
 from npulab.model.lock import locked_model
-from npulab.recipe import Device, Recipe
+from npulab.recipe import Device, Recipe, Rope, RopeOnLoad
 
 Backend = Literal["npu", "cpu"]
 #: Warm-up answers only need to exercise the kernels, not to finish.
@@ -27,8 +29,10 @@ def render(
     backend: Backend = "npu",
     chip: str | None = None,
     report: str | None = None,
+    rope: RopeOnLoad | None = None,
 ) -> dict[str, Any]:
-    """The runner's settings. ``model_dir`` is a path on the machine that runs the runner."""
+    """The runner's settings. ``model_dir`` is a path on the machine that runs the runner;
+    ``rope`` overrides the recipe's ``model.rope.on_load`` (``invoke smoke --rope as-saved``)."""
     # Files the recipe pins by revision only get their sha256 from the model lock.
     model = locked_model(recipe)
     revision = require_pinned(model)
@@ -44,6 +48,7 @@ def render(
         "backend": backend,
         "model_dir": model_dir,
         "checkpoint": model.checkpoint,
+        "rope": _rope(model.rope, rope),
         "files": {f.path: {"sha256": f.sha256, "size": f.size} for f in model.files},
         # None: the runner recognises the chip in the CPU name ("AMD Ryzen 7 7940HS ...").
         "chip": chip,
@@ -60,6 +65,18 @@ def render(
         "require_stop_token": smoke.require_stop_token,
         "report": report,
     }
+
+
+def _rope(rope: Rope | None, on_load: RopeOnLoad | None) -> dict[str, Any] | None:
+    if rope is None:
+        if on_load is not None:
+            msg = f"--rope {on_load}: the recipe's model has no rope settings to check against"
+            raise ConfigError(msg, hint="add model.rope to the recipe (recipes/README.md)")
+        return None
+    settings = dataclasses.asdict(rope)
+    if on_load is not None:
+        settings["on_load"] = on_load
+    return settings
 
 
 def _chip(recipe: Recipe, device: Device) -> dict[str, Any]:

@@ -8,11 +8,14 @@ from a JSON file that ``npulab.smoke.config`` renders from the recipe.
     python runner.py --config smoke.json --chat                 # interactive chat
 
 Order of work: verify size and sha256 of every model file (the checkpoint is a pickle, i.e. code:
-it is never loaded unverified) -> load (``npu``: ``torch.load(weights_only=False)`` of the whole
-quantized model, bf16, every ``QLinearPerGrp`` to device "aie" + ``quantize_weights()``; ``cpu``:
-the same pickle, or a transformers model directory, on CPU) -> warm-up prompts -> smoke prompts
-with a fixed seed -> JSON report -> exit 0 (PASS), 1 (FAIL), 2 (refused: bad config or hash),
-3 (error while loading or generating).
+it is never loaded unverified) -> load (``torch.load(weights_only=False)`` of the whole model,
+memory-mapped when the file is a zip-format pickle, so pickled buffers that are replaced are never
+read) -> rotary check against ``cfg["rope"]`` and, with ``on_load: repair``, the rebuild of every
+rotary module (the published pickle carries default frequencies and a 131072-position cos/sin
+cache per layer) -> ``npu``: bf16, every ``QLinearPerGrp`` to device "aie" +
+``quantize_weights()`` (``cpu``: as loaded, or a transformers model directory) -> warm-up prompts
+-> smoke prompts with a fixed seed -> JSON report -> exit 0 (PASS), 1 (FAIL), 2 (refused: bad
+config or hash), 3 (error while loading or generating).
 """
 
 from __future__ import annotations
@@ -89,6 +92,165 @@ def unpinned_parts(model_dir: str, checkpoint: str, verified: Dict[str, str]) ->
 
 
 # -- loading --------------------------------------------------------------------------------------
+def load_checkpoint(path: str) -> Tuple[Any, bool]:
+    """(object, mmapped): ``torch.load`` of a verified pickle, memory-mapped when the file is a
+    zip-format pickle (torch >= 2.1), so tensors nobody reads are never paged in."""
+    import zipfile
+
+    import torch
+
+    mmap = zipfile.is_zipfile(path)
+    kwargs = {"weights_only": False, "map_location": "cpu"}  # type: Dict[str, Any]
+    if mmap:
+        kwargs["mmap"] = True
+    return torch.load(path, **kwargs), mmap
+
+
+def expected_inv_freq(dim: int, rope: Dict[str, Any]) -> Any:
+    """The rotary frequencies ``rope`` asks for, for head size ``dim`` (float32): default RoPE,
+    or Llama 3.1's scaling (the computation of transformers 4.43.3 _compute_llama3_parameters)."""
+    import math
+
+    import torch
+
+    base = float(rope["rope_theta"])
+    inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+    if rope.get("rope_type", "default") != "llama3":
+        return inv_freq
+    factor = rope["factor"]
+    low, high = rope["low_freq_factor"], rope["high_freq_factor"]
+    old_context = rope["original_max_position_embeddings"]
+    low_wavelen, high_wavelen = old_context / low, old_context / high
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)
+    smooth = (old_context / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = ~(wavelen < high_wavelen) * ~(wavelen > low_wavelen)
+    return torch.where(medium, smoothed, scaled)
+
+
+def rotary_modules(model: Any) -> List[Tuple[str, Any]]:
+    """Every module that holds rotary frequencies (``inv_freq``), by name."""
+    return [(n, m) for n, m in model.named_modules() if hasattr(m, "inv_freq")]
+
+
+def _cache_bytes(module: Any) -> int:
+    total = 0
+    for name in ("cos_cached", "sin_cached"):
+        tensor = getattr(module, name, None)
+        if tensor is not None:
+            total += tensor.numel() * tensor.element_size()
+    return total
+
+
+def pickled_rope(model: Any) -> Dict[str, Any]:
+    """The RoPE settings the checkpoint's own (pickled) config states."""
+    config = getattr(model, "config", None)
+    scaling = getattr(config, "rope_scaling", None)
+    if scaling:
+        rope_type = scaling.get("rope_type", scaling.get("type", "default"))
+    else:
+        rope_type = "default"
+    return {
+        "rope_type": rope_type,
+        "rope_scaling": scaling,
+        "rope_theta": getattr(config, "rope_theta", None),
+        "max_position_embeddings": getattr(config, "max_position_embeddings", None),
+    }
+
+
+def inspect_rotary(model: Any, rope: Dict[str, Any]) -> Dict[str, Any]:
+    """What the rotary modules hold against ``rope``: worst relative inv_freq error, positions
+    and bytes of the cos/sin caches."""
+    worst = 0.0
+    positions = []
+    cache = 0
+    modules = rotary_modules(model)
+    for _name, module in modules:
+        have = module.inv_freq.detach().float().cpu()
+        want = expected_inv_freq(2 * have.shape[0], rope)
+        worst = max(worst, float(((have - want).abs() / want).max()))
+        positions.append(int(getattr(module, "max_seq_len_cached", 0) or 0))
+        cache += _cache_bytes(module)
+    return {
+        "modules": len(modules),
+        "worst_inv_freq_rel_error": worst,
+        "cached_positions": max(positions) if positions else 0,
+        "cache_bytes": cache,
+        "matches": bool(modules) and worst <= ROPE_RTOL,
+    }
+
+
+ROPE_RTOL = 1e-5
+
+
+def repair_rotary(model: Any, rope: Dict[str, Any]) -> str:
+    """Make every rotary module use ``rope``: the model's config states it, and each module gets
+    the expected frequencies (float32) and a cache of ``cache_positions`` rebuilt from them. With
+    the patched modeling_llama_amd its own ``repair_rotary_embeddings`` rebuilds the modules from
+    the corrected config; other modules are rebuilt here. Returns what did the repair."""
+    import torch
+
+    config = getattr(model, "config", None)
+    if config is not None:
+        config.rope_theta = float(rope["rope_theta"])
+        if rope.get("rope_type", "default") == "llama3":
+            config.rope_scaling = {
+                "rope_type": "llama3",
+                "factor": rope["factor"],
+                "low_freq_factor": rope["low_freq_factor"],
+                "high_freq_factor": rope["high_freq_factor"],
+                "original_max_position_embeddings": rope["original_max_position_embeddings"],
+            }
+        else:
+            config.rope_scaling = None
+    modeling = sys.modules.get(type(model).__module__)
+    helper = getattr(modeling, "repair_rotary_embeddings", None)
+    if helper is not None:
+        helper(model)
+        how = "%s.repair_rotary_embeddings" % modeling.__name__  # type: ignore[union-attr]
+    else:
+        how = "runner"
+    positions = int(rope.get("cache_positions") or 8192)
+    for _name, module in rotary_modules(model):
+        want = expected_inv_freq(2 * module.inv_freq.shape[0], rope).to(module.inv_freq.device)
+        if how == "runner" or not torch.equal(module.inv_freq.float().cpu(), want.cpu()):
+            module.inv_freq = want
+        if how == "runner" and hasattr(module, "_set_cos_sin_cache"):
+            module._set_cos_sin_cache(
+                seq_len=positions, device=module.inv_freq.device, dtype=torch.float32
+            )
+    return how
+
+
+def check_and_repair(model: Any, rope: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """The rotary facts for the report; repairs when ``rope["on_load"]`` is ``repair``."""
+    if not rope:
+        return {"checked": False}
+    facts = {
+        "checked": True,
+        "on_load": rope.get("on_load", "repair"),
+        "expected": {k: v for k, v in rope.items() if k not in ("on_load",)},
+        "checkpoint": pickled_rope(model),
+        "as_loaded": inspect_rotary(model, rope),
+    }  # type: Dict[str, Any]
+    if facts["on_load"] == "as-saved":
+        facts["repaired"] = False
+        return facts
+    if facts["on_load"] != "repair":
+        raise Refused("rope.on_load %r: expected repair or as-saved" % facts["on_load"])
+    facts["repaired_by"] = repair_rotary(model, rope)
+    after = inspect_rotary(model, rope)
+    facts["after"] = after
+    facts["repaired"] = True
+    facts["bytes_freed"] = facts["as_loaded"]["cache_bytes"] - after["cache_bytes"]
+    if not after["matches"]:
+        raise RuntimeError(
+            "rotary repair left inv_freq off by %.3g (relative)" % after["worst_inv_freq_rel_error"]
+        )
+    return facts
+
+
 def load(cfg: Dict[str, Any]) -> Tuple[Any, Any, Dict[str, Any]]:
     """(model, tokenizer, facts) for cfg['backend'] after verifying every pinned file."""
     import torch
@@ -108,11 +270,22 @@ def load(cfg: Dict[str, Any]) -> Tuple[Any, Any, Dict[str, Any]]:
             % (cfg["checkpoint"], ", ".join(unpinned))
         )
     backend = cfg.get("backend", "npu")
+    if backend not in ("npu", "cpu"):
+        raise Refused("unknown backend %r (npu or cpu)" % backend)
     if backend == "npu":
         import modeling_llama_amd  # noqa: F401  (the patched module the pickle references)
         import qlinear
+    if backend == "cpu" and os.path.isdir(checkpoint):
+        from transformers import LlamaForCausalLM
 
-        model = torch.load(checkpoint, weights_only=False)
+        model = LlamaForCausalLM.from_pretrained(checkpoint)
+        facts["mmap"] = False
+    else:
+        model, facts["mmap"] = load_checkpoint(checkpoint)
+    model.eval()
+    # Before bf16 and quantization: the repair works on the float32 buffers as pickled.
+    facts["rotary"] = check_and_repair(model, cfg.get("rope"))
+    if backend == "npu":
         model = model.to(torch.bfloat16)
         quantized = 0
         for module in model.modules():
@@ -121,20 +294,11 @@ def load(cfg: Dict[str, Any]) -> Tuple[Any, Any, Dict[str, Any]]:
                 module.quantize_weights()
                 quantized += 1
         facts["qlinear_layers"] = quantized
-    elif backend == "cpu":
-        if os.path.isdir(checkpoint):
-            from transformers import LlamaForCausalLM
-
-            model = LlamaForCausalLM.from_pretrained(checkpoint)
-        else:
-            model = torch.load(checkpoint, weights_only=False, map_location="cpu")
-    else:
-        raise Refused("unknown backend %r (npu or cpu)" % backend)
-    model.eval()
     tokenizer = AutoTokenizer.from_pretrained(cfg.get("tokenizer_dir") or cfg["model_dir"])
     if PAD_TOKEN in tokenizer.get_vocab():
         tokenizer.pad_token = PAD_TOKEN
     facts["load_s"] = round(time.perf_counter() - started, 3)
+    facts["peak_memory_bytes"] = peak_memory_bytes()
     return model, tokenizer, facts
 
 
