@@ -214,3 +214,38 @@ def test_connect_builds_transports(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     )
     with pytest.raises(TransportError, match="Basic authentication over plain HTTP"):
         connect("h1", inventory=hosts)
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o620])
+def test_secrets_file_readable_or_writable_by_group_or_others_is_refused(
+    tmp_path: Path, mode: int
+) -> None:
+    secrets = _write(tmp_path / "secrets.yaml", "default: {user: u, password: p}\n")
+    secrets.chmod(mode)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        credentials.resolve("h", env={"NPULAB_SECRETS_FILE": str(secrets)})
+
+
+ENTRY = "expected a mapping with string 'user' and/or 'password'"
+
+
+@pytest.mark.parametrize(
+    ("entry", "says"),
+    [
+        ("default: {user: u, password: hunter2-Zq, port: 5985}", ENTRY),
+        ("default: {user: u, password: [hunter2-Zq]}", ENTRY),
+        ("hosts:\n  h: {user: u, password: hunter2-Zq, pasword: x}", ENTRY),
+        ('default: {user: u, password: "hunter2-Zq}', "invalid YAML"),
+    ],
+)
+def test_malformed_secrets_entry_is_named_without_its_password(
+    tmp_path: Path, entry: str, says: str
+) -> None:
+    secrets = _write(tmp_path / "secrets.yaml", entry + "\n")
+    secrets.chmod(0o600)
+    with pytest.raises(ConfigError) as info:
+        credentials.resolve("h", env={"NPULAB_SECRETS_FILE": str(secrets)})
+    text = f"{info.value} {info.value.hint or ''} {info.value!r}"
+    assert says in text
+    assert str(secrets) in text
+    assert "hunter2-Zq" not in text

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import pytest
 
+from npulab.errors import TransportError
 from npulab.hosts import inventory
 from npulab.hosts.credentials import Credentials, Secret
-from npulab.hosts.inventory import Host
+from npulab.hosts.inventory import Host, HostVars
 from npulab.lab import probe
 from npulab.lab.probe_script import PROBE_SCRIPT
-from npulab.testing.fakehost import FakeHost, preset
+from npulab.testing.fakehost import FakeHost, npu_device, preset
 from npulab.testing.fleet import FakeFleet, SimHost, demo_members
 from npulab.transport import Transport, connect
+from npulab.transport.settings import WinRMSettings
 from npulab.transport.winrm import WinRMTransport
 
 PASSWORD = "Pr0be-Secret-9f3a"
@@ -124,11 +127,19 @@ def test_probe_script_parses_as_powershell() -> None:
         assert not tree.root_node.has_error, name
 
 
-def test_transport_never_shows_password() -> None:
-    t = WinRMTransport.__new__(WinRMTransport)
+def test_transport_never_shows_password(capfd: pytest.CaptureFixture[str]) -> None:
     creds = Credentials("u", Secret(PASSWORD), "test")
-    assert PASSWORD not in repr(creds)
-    assert t is not None
+    # 127.0.0.1:9: nothing listens there, so the command fails to connect.
+    settings = WinRMSettings(endpoint="http://127.0.0.1:9/wsman", retries=0, connect_timeout_sec=2)
+    t = WinRMTransport("down-01", settings, creds)
+    with pytest.raises(TransportError) as info:
+        t.run(["cmdkey.exe", "/add:nas", "/user:u", f"/pass:{PASSWORD}"])
+    assert "connection refused" in str(info.value)
+    shown = [repr(creds), repr(t), str(t), str(info.value), repr(info.value), *capfd.readouterr()]
+    assert "/pass:********" in shown[-1]  # the command was logged, masked
+    assert not [text for text in shown if PASSWORD in text]
+    with pytest.raises(TypeError):
+        pickle.dumps(t)
 
 
 def _judged(**prereqs: str | None) -> probe.ProbeResult:
@@ -177,3 +188,16 @@ def test_probe_looks_for_conda_where_the_build_does() -> None:
     assert "$env:NPULAB_CONDA_ROOT" in PROBE_SCRIPT
     assert "'condabin\\conda.bat'" in PROBE_SCRIPT
     assert "USERPROFILE" not in PROBE_SCRIPT
+
+
+@pytest.mark.parametrize("driver", [None, ""])
+def test_an_npu_without_a_driver_is_unprovisioned_and_names_the_driver(driver: str | None) -> None:
+    facts = preset("hpt")
+    facts.pci[-1] = npu_device("1502", driver)
+    host = Host("hpt-02", ("lab",), HostVars(ansible_host="127.0.0.1", npulab_chip="8845HS"))
+    answer = json.dumps(FakeHost("hpt-02", facts).probe_answer())
+    result = probe.judge(host, probe.parse_facts(answer, "hpt-02"), 0.1)
+    assert (result.verdict, result.reason) == ("unprovisioned", "missing: npu_driver")
+    assert result.npu == "XDNA1 (PHX/HPT)"
+    assert not result.passed(hardware_only=False)
+    assert result.passed(hardware_only=True)

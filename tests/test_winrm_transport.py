@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from npulab.errors import CommandError, TransportError
+from npulab.errors import CommandError, TransportError, VerificationError
 from npulab.hosts.credentials import Credentials, Secret
 from npulab.testing.fakehost import FakeHost, Response, clixml_error, preset
 from npulab.testing.wsman_server import Fault, WSManServer
@@ -365,3 +366,80 @@ def test_run_script_streams_and_dry_run_does_not(host: FakeHost, server: WSManSe
     assert dry.dry_run
     assert t.run(["build.exe"], dry_run=True, on_output=lambda _s, x: seen.append(x)).dry_run
     assert (server.requests, len(seen)) == (before, dry_calls)  # nothing sent, sink not called
+
+
+def test_password_in_a_command_line_is_masked_in_the_log_and_the_error(
+    host: FakeHost, server: WSManServer, capfd: pytest.CaptureFixture[str]
+) -> None:
+    host.on("net.exe", Response(stderr="System error 86 has occurred.\r\n", rc=2))
+    argv = ["net.exe", "use", "\\\\nas\\models", PASSWORD, "/user:labadmin"]
+    with pytest.raises(CommandError) as info:
+        _transport(server).run(argv)
+    shown = f"{info.value} {info.value!r} " + "".join(capfd.readouterr())
+    assert "net.exe use \\\\nas\\models ******** /user:labadmin" in shown
+    assert "System error 86" in shown
+    assert PASSWORD not in shown
+    _transport(server).run(argv, dry_run=True)
+    assert PASSWORD not in "".join(capfd.readouterr())
+
+
+def _in_transit(host: FakeHost, damage: Callable[[str, bytes, Response], tuple[bytes, Response]]):  # type: ignore[no-untyped-def]
+    """Let the network between us and ``host`` change what it carries (both directions)."""
+    real = host.execute
+
+    def execute(line: str, stdin: bytes, codepage: int) -> Response:
+        stdin, _ = damage(line, stdin, Response())
+        response = real(line, stdin, codepage)
+        _, response = damage(line, b"", response)
+        return response
+
+    host.execute = execute  # type: ignore[method-assign]
+
+
+def _flip_one_byte(b64_line: str) -> str:
+    raw = bytearray(base64.b64decode(b64_line))
+    raw[len(raw) // 2] ^= 0x01
+    return base64.b64encode(bytes(raw)).decode()
+
+
+def test_a_download_damaged_in_transit_is_refused_and_nothing_is_written(
+    host: FakeHost, server: WSManServer, tmp_path: Path
+) -> None:
+    content = b"step 03: conda env created\r\n" * 4000
+    host.files["c:\\npulab\\logs\\03.log"] = content
+
+    def damage(_line: str, stdin: bytes, response: Response) -> tuple[bytes, Response]:
+        out = response.stdout
+        if isinstance(out, str) and "\r\nsha256:" in out:
+            first, rest = out.split("\r\n", 1)
+            response = Response(_flip_one_byte(first) + "\r\n" + rest, rc=response.rc)
+        return stdin, response
+
+    _in_transit(host, damage)
+    local = tmp_path / "logs" / "03.log"
+    with pytest.raises(VerificationError) as info:
+        _transport(server).get_file("C:\\npulab\\logs\\03.log", local)
+    assert "does not match the host's " + hashlib.sha256(content).hexdigest() in str(info.value)
+    assert not local.exists()
+    assert not list(tmp_path.rglob("*.part"))
+
+
+def test_a_script_damaged_in_transit_is_not_run_and_says_so(
+    host: FakeHost, server: WSManServer
+) -> None:
+    ran: list[str] = []
+    host.on("script:build-step", lambda _a, text: ran.append(text or "") or Response("ran"))  # type: ignore[func-returns-value]
+    script = "# npulab-script: build-step v1\nWrite-Output 'x'\n"
+
+    def damage(line: str, stdin: bytes, response: Response) -> tuple[bytes, Response]:
+        if stdin:  # the script travels over stdin as base64 lines
+            lines = stdin.split(b"\r\n")
+            lines[0] = _flip_one_byte(lines[0].decode()).encode()
+            stdin = b"\r\n".join(lines)
+        return stdin, response
+
+    _in_transit(host, damage)
+    for check in (True, False):
+        with pytest.raises(TransportError, match=r"arrived damaged \(sha256 mismatch\)"):
+            _transport(server).run_script(script, shell="powershell", check=check)
+    assert ran == []
