@@ -267,3 +267,40 @@ def test_changed_lock_content_renders_again(staged: tuple[Path, Recipe, sources.
     assert (again.out / "scripts" / lock.name).read_text() == lock.read_text()
     new_sha = hashlib.sha256(lock.read_bytes()).hexdigest()
     assert f"sha256 {new_sha}" in (first.out / "scripts" / "04-pip-lock.cmd").read_text()
+
+
+@pytest.mark.integration
+def test_a_hand_edited_script_is_noticed_and_rendered_again(
+    staged: tuple[Path, Recipe, sources.Origin],
+) -> None:
+    _up, recipe, origin = staged
+    out = build.run(recipe, plan.Options(), origin).out
+    rendered = {p: p.read_bytes() for p in sorted((out / "scripts").rglob("*")) if p.is_file()}
+    assert rendered
+    edited = next(iter(rendered))
+    edited.write_bytes(rendered[edited] + b"\r\nrem a hand edit\r\n")
+    again = build.run(recipe, plan.Options(), origin)
+    assert again.steps["render"] == "done"
+    assert again.steps["patch"] == "up-to-date"
+    assert {p: p.read_bytes() for p in rendered} == rendered
+    extra = out / "scripts" / "stray.cmd"
+    extra.write_text("echo stray\r\n")
+    assert build.run(recipe, plan.Options(), origin).steps["render"] == "done"
+    assert not extra.exists()
+
+
+@pytest.mark.integration
+def test_the_manifest_on_disk_is_complete_after_a_build(
+    staged: tuple[Path, Recipe, sources.Origin],
+) -> None:
+    _up, recipe, origin = staged
+    for _run in range(2):  # a first build and one with nothing to do
+        result = build.run(recipe, plan.Options(), origin)
+        data = json.loads((result.out / "manifest.json").read_text())
+        assert set(data["steps"]) == set(result.steps)
+        assert {name: s["status"] for name, s in data["steps"].items()} == result.steps
+        assert data["steps"]["manifest"]["status"] == "done"
+        assert data["started_at"] <= data["finished_at"]
+        assert data["steps"]["manifest"]["finished_at"] == data["finished_at"]
+        assert any("needs a Windows host" in r for r in data["remaining"])
+        assert data["staged"]["tree"]

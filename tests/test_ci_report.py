@@ -308,3 +308,33 @@ def test_manifest_is_taken_from_the_recipe_directory_not_deep_inside(tmp_path: P
     assert find_manifest(tmp_path) is None
     (tmp_path / "recipe" / "manifest.json").write_text("{}")
     assert find_manifest(tmp_path) == tmp_path / "recipe" / "manifest.json"
+
+
+def test_failed_nights_are_not_part_of_the_regression_baseline() -> None:
+    from npulab.ci.report import regressions
+
+    matrix = load_matrix()
+    machine = matrix.machines[0].id
+    chip = matrix.machines[0].chip
+
+    def night(day: int, verdict: str, speed: float, load: float) -> Entry:
+        return Entry(
+            night=f"2026-11-{day:02d}",
+            machine=machine,
+            chip=chip,
+            verdict=verdict,
+            tokens_per_s=speed,
+            load_time_s=load,
+        )
+
+    # Seven good nights at 4 tok/s / 40 s, then four that FAILED with odd numbers (a crash after
+    # a fast first token, a cold cache): they must not move the baseline.
+    history = [night(d, "PASS", 4.0, 40.0) for d in range(1, 8)]
+    history += [night(d, v, 9.0, 10.0) for d, v in ((8, "FAIL"), (9, "FAIL"), (10, "BUILD-FAILED"))]
+    history.append(night(11, "FAIL", 9.0, 10.0))
+    steady = night(12, "PASS", 3.9, 41.0)
+    assert regressions([steady], history, matrix) == []
+    slow = night(12, "PASS", 3.0, 60.0)
+    flags = {f.metric: f for f in regressions([slow], history, matrix)}
+    assert sorted(flags) == ["load time s", "tokens/s"]
+    assert (flags["tokens/s"].baseline, flags["load time s"].baseline) == (4.0, 40.0)

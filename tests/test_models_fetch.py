@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -269,3 +270,30 @@ def test_nested_paths_land_and_are_set_aside_inside_the_model_directory(
     hub.clear_faults()
     models.fetch(model, dest=tmp_path)
     assert (tmp_path / "onnx" / "weights.bin").read_bytes() == WEIGHTS
+
+
+def test_a_repin_to_new_content_of_the_same_size_is_fetched_not_trusted(
+    hub: HubServer, tmp_path: Path
+) -> None:
+    first = hub.add_repo(REPO, FILES, lfs={"model.pt"})
+    models.fetch(pinned(first), dest=tmp_path)
+    retrained = hashlib.sha256(b"other seed").digest() * 8192  # same size, other bytes
+    assert len(retrained) == len(WEIGHTS)
+    second = hub.add_revision(REPO, {**FILES, "model.pt": retrained}, lfs={"model.pt"})
+    models.fetch(pinned(second, {**FILES, "model.pt": retrained}), dest=tmp_path)
+    assert (tmp_path / "model.pt").read_bytes() == retrained
+    # The old weights were not the pinned file: set aside, never deleted.
+    assert [p.read_bytes() for p in (tmp_path / ".npulab" / "rejected").iterdir()] == [WEIGHTS]
+
+
+def test_content_the_hub_serves_from_another_commit_is_refused(
+    hub: HubServer, tmp_path: Path
+) -> None:
+    commit = hub.add_repo(REPO, FILES, lfs={"model.pt"})
+    # A revision name the hub resolves (a branch): it answers with the commit it resolved to.
+    model = dataclasses.replace(pinned(commit), revision="main")
+    with pytest.raises(VerificationError) as err:
+        models.fetch(model, dest=tmp_path)
+    assert f"hub answered commit {commit} for pinned main" in str(err.value)
+    assert not (tmp_path / "config.json").exists()
+    assert not (tmp_path / "model.pt").exists()

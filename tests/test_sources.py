@@ -165,3 +165,29 @@ def test_lfs_content_is_taken_from_the_source_lfs_store(
     assert filled == ["lib/real.dll"]
     assert (dest / "lib/real.dll").read_bytes() == content
     assert lfs.pointers_in_tree(dest, ["lib/real.dll", "lib/other.dll"]) == ["lib/other.dll"]
+
+
+def test_lfs_content_of_the_right_size_but_another_sha256_is_not_filled(
+    tmp_path: Path, isolated_cache: Path
+) -> None:
+    import hashlib
+
+    content = b"MZ real dll bytes" * 100
+    oid = hashlib.sha256(content).hexdigest()
+    pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{oid}\nsize {len(content)}\n"
+    up = tmp_path / "up"
+    commit = make_upstream(up, {"lib/real.dll": pointer})
+    damaged = b"MZ real dll bytez" + content[17:]  # same size, one byte changed
+    assert len(damaged) == len(content)
+    store = up / ".git" / "lfs" / "objects" / oid[:2] / oid[2:4]
+    store.mkdir(parents=True)
+    (store / oid).write_bytes(damaged)
+    cached = isolated_cache / "lfs" / oid[:2] / oid[2:4] / oid
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(damaged)
+    src = _ensure(up, commit)
+    dest = tmp_path / "stage"
+    sources.checkout(src, sources.list_tree(src), dest)
+    assert lfs.materialize_lfs(src.origin, dest, ["lib/real.dll"]) == []
+    assert (dest / "lib/real.dll").read_text() == pointer
+    assert lfs.pointers_in_tree(dest, ["lib/real.dll"]) == ["lib/real.dll"]
