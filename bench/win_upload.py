@@ -56,7 +56,7 @@ def staged_out(work: Path, mib: int) -> Path:
         # Half random, half repetitive: compresses like a source tree with binaries.
         path.write_bytes(os.urandom(128 * 1024) + bytes(128 * 1024))
     (out / "scripts").mkdir(parents=True)
-    (out / "scripts" / "01-prereqs.ps1").write_text("exit 0\r\n")
+    (out / "scripts" / "prereqs.ps1").write_text("exit 0\r\n")
     return out
 
 

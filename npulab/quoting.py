@@ -118,11 +118,17 @@ def cmd_set(name: str, value: str) -> str:
     if not name or not all(ch.isalnum() or ch == "_" for ch in name) or name[0].isdigit():
         msg = f"cmd_set: {name!r} is not a plain variable name (letters, digits, _)"
         raise ValueError(msg)
+    return f'set "{name}={cmd_set_value(value)}"'
+
+
+def cmd_set_value(value: str) -> str:
+    """``value`` as the text after ``=`` in a batch line ``set "NAME=..."`` (see :func:`cmd_set`;
+    the Windows step templates write the ``set "NAME=`` part themselves)."""
     _refuse_unrepresentable(value, "cmd_set")
     if '"' in value:
-        msg = f'cmd_set: {value!r} contains a double quote; set "{name}=..." cannot hold it'
+        msg = f'cmd_set: {value!r} contains a double quote; set "NAME=..." cannot hold it'
         raise ValueError(msg)
-    return f'set "{name}={value.replace("%", "%%")}"'
+    return value.replace("%", "%%")
 
 
 def quote_pwsh(arg: str) -> str:

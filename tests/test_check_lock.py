@@ -1,4 +1,4 @@
-"""check-lock.py: the drift check 04-pip-lock.cmd runs after installing the hash lock."""
+"""check-lock.py: the drift check pip-lock.cmd runs after installing the hash lock."""
 
 from __future__ import annotations
 

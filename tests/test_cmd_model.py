@@ -203,10 +203,10 @@ def _every_line(text: str) -> int:
 
 
 NAMES = [
-    "03-conda-env.cmd",
-    "04-pip-lock.cmd",
-    "05-ops-cpp.cmd",
-    "06-import-check.cmd",
+    "conda-env.cmd",
+    "pip-lock.cmd",
+    "ops-cpp.cmd",
+    "import-check.cmd",
     "npulab-env.cmd",
     "pip.cmd",
     "python.cmd",
@@ -235,7 +235,7 @@ def test_a_step_path_is_refused_or_reaches_cmd_whole(ch: str) -> None:
     ``cmd /c`` (cmd /? quote rules, then the model) starts exactly that script."""
     from npulab.windows.script import cmd_c_path_problem
 
-    for path in (f"C:\\a{ch}b x\\scripts\\03-conda-env.cmd", f"C:\\a{ch}b\\03-conda-env.cmd"):
+    for path in (f"C:\\a{ch}b x\\scripts\\conda-env.cmd", f"C:\\a{ch}b\\conda-env.cmd"):
         if cmd_c_path_problem(path) is not None:
             continue
         line = subprocess.list2cmdline(["cmd.exe", "/d", "/v:off", "/c", path])
@@ -247,7 +247,7 @@ def test_a_step_path_is_refused_or_reaches_cmd_whole(ch: str) -> None:
 
 def test_the_vswhere_line_fails_in_the_model_without_its_escapes(recipe: Recipe) -> None:
     """Finding 1 (issue 17): with the range as vswhere's help writes it, the ) ends the set."""
-    text = rendered_cmd_files(recipe)["05-ops-cpp.cmd"]
+    text = rendered_cmd_files(recipe)["ops-cpp.cmd"]
     assert winsteps.VS_RANGE_IN_FOR in text
     with pytest.raises(CmdSyntax):
         _every_line(text.replace(winsteps.VS_RANGE_IN_FOR, winsteps.VS_RANGE))

@@ -91,7 +91,7 @@ def test_real_upstream_lfs_objects_for_the_windows_host(
     project_root: Path, isolated_cache: Path
 ) -> None:
     """Every file the 1.1 runtime loads at import time is an LFS pointer at the pinned commit and
-    is in 02-lfs.ps1's table, with the oid and size of the pointer git holds; the LFS files the
+    is in lfs.ps1's table, with the oid and size of the pointer git holds; the LFS files the
     Llama flow does not need (smoothquant act_scales, Strix DLLs) are not fetched."""
     recipe = load_recipe(project_root / "recipes" / f"{DEFAULT_RECIPE}.yaml")
     origin = sources.resolve_origin(recipe.upstream.repo_url)
@@ -110,6 +110,6 @@ def test_real_upstream_lfs_objects_for_the_windows_host(
     for rel, obj in objects.items():
         blob = git("cat-file", "blob", f"{recipe.upstream.commit}:{rel}", git_dir=src.cache)
         assert parse_pointer(blob.stdout) == (obj.oid, obj.size), rel
-    script = (result.out / "scripts" / "02-lfs.ps1").read_text()
+    script = (result.out / "scripts" / "lfs.ps1").read_text()
     for obj in objects.values():
         assert f"Oid = '{obj.oid}'; Size = [long]{obj.size}" in script

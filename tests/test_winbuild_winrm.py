@@ -54,26 +54,26 @@ def test_host_build_uploads_runs_and_resumes(
 ) -> None:
     monkeypatch.setattr(winupload, "PART_SIZE", 4096)  # several parts over WinRM
     _up, recipe, origin = staged
-    lab.codes["05-ops-cpp.cmd"] = 1
+    lab.codes["ops-cpp.cmd"] = 1
     with pytest.raises(BuildStepError, match="win-ops-cpp failed on phx-01 with exit code 1"):
         _build(recipe, origin)
     assert lab.ran == ALL[:5]
-    step_log = (build.output_dir(recipe) / "logs" / "05-ops-cpp.log").read_text()
-    assert step_log.startswith(f"$ cmd.exe /d /v:off /c {ROOT}\\scripts\\05-ops-cpp.cmd\n")
-    assert step_log.endswith("ran 05-ops-cpp.cmd\n[stderr] failed\n--- exit code 1\n")
+    step_log = (build.output_dir(recipe) / "logs" / "ops-cpp.log").read_text()
+    assert step_log.startswith(f"$ cmd.exe /d /v:off /c {ROOT}\\scripts\\ops-cpp.cmd\n")
+    assert step_log.endswith("ran ops-cpp.cmd\n[stderr] failed\n--- exit code 1\n")
     files = lab.files
-    # The patched tree and the scripts arrived whole; the LFS pointer is there for 02-lfs.ps1.
+    # The patched tree and the scripts arrived whole; the LFS pointer is there for lfs.ps1.
     assert b"line five" in files[(ROOT + "\\tree\\" + MODELING.replace("/", "\\")).lower()]
     assert files[(ROOT + "\\tree\\" + DLL.replace("/", "\\")).lower()] == LFS_POINTER.encode()
-    local = (build.output_dir(recipe) / "scripts" / "05-ops-cpp.cmd").read_bytes()
-    assert files[(ROOT + "\\scripts\\05-ops-cpp.cmd").lower()] == local
+    local = (build.output_dir(recipe) / "scripts" / "ops-cpp.cmd").read_bytes()
+    assert files[(ROOT + "\\scripts\\ops-cpp.cmd").lower()] == local
     receiver_runs = lab.host.count("receiver")
     assert receiver_runs > 1, "the archive went in several parts"
 
     lab.ran.clear()
     lab.codes.clear()
     result = _build(recipe, origin)
-    assert lab.ran == ["01-prereqs.ps1", "02-lfs.ps1", "05-ops-cpp.cmd", "06-import-check.cmd"]
+    assert lab.ran == ["prereqs.ps1", "lfs.ps1", "ops-cpp.cmd", "import-check.cmd"]
     assert result.steps["win-upload"] == "up-to-date"
     assert result.steps["win-conda-env"] == result.steps["win-pip-lock"] == "up-to-date"
     assert lab.host.count("receiver") == receiver_runs, "nothing uploaded again"

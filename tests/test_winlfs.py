@@ -1,5 +1,5 @@
 """LFS on the Windows host: which pointers the step lists, its script, and the fetch mechanism
-(the same git commands 02-lfs.ps1 runs, with the real git-lfs client against a local server)."""
+(the same git commands lfs.ps1 runs, with the real git-lfs client against a local server)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import pytest
 from npulab.recipe import DEFAULT_RECIPE, Lfs, Recipe, load_recipe
 from npulab.testing.lfs_server import LfsServer
 from npulab.windows import lfs as winlfs
+from npulab.windows import steps as winsteps
 from npulab.windows.lfs import LfsObject, include_regex, pointer_objects
 from tests.pwsh import bad_nodes, string_values
 
@@ -87,13 +88,19 @@ def test_pointer_objects_lists_included_and_required(recipe: Recipe, tmp_path: P
     assert objects[2].size == 3
 
 
+def _lfs_ps1(recipe: Recipe, objects: list[LfsObject]) -> str:
+    """lfs.ps1 as the render step writes it for a tree holding ``objects``."""
+    win_lfs = winsteps.STEPS_BY_NAME["win-lfs"]
+    return winsteps.render_step(win_lfs, recipe, winsteps.TreeFacts(lfs_objects=tuple(objects)))
+
+
 def test_lfs_script_table_and_rules(recipe: Recipe) -> None:
     hostile = "example/it's $(rm -rf)/`x`/a&b %PATH%.dll"
     objects = [
         LfsObject(path=INCLUDED, oid="a" * 64, size=12, required=True),
         LfsObject(path=hostile, oid="b" * 64, size=7, required=False),
     ]
-    text = winlfs.lfs_ps1(recipe, objects)
+    text = _lfs_ps1(recipe, objects)
     assert bad_nodes(text) == []
     values = string_values(text)
     assert INCLUDED.replace("/", "\\") in values
@@ -104,11 +111,11 @@ def test_lfs_script_table_and_rules(recipe: Recipe) -> None:
     assert f"exit {winlfs.EXIT_NOT_FETCHED}" in text
     assert text.endswith("exit 0\r\n")
     assert "\n" not in text.replace("\r\n", "")
-    empty = winlfs.lfs_ps1(recipe, [])
+    empty = _lfs_ps1(recipe, [])
     assert "$objects = @()" in empty
     assert bad_nodes(empty) == []
     with pytest.raises(ValueError, match="not a sha256"):
-        winlfs.lfs_ps1(recipe, [LfsObject(path="x", oid="'; evil", size=1, required=False)])
+        _lfs_ps1(recipe, [LfsObject(path="x", oid="'; evil", size=1, required=False)])
 
 
 def _git(*args: str, cwd: Path, stdin: Path | None = None, stdout: Path | None = None) -> int:
@@ -134,7 +141,7 @@ def _git(*args: str, cwd: Path, stdin: Path | None = None, stdout: Path | None =
     shutil.which("git-lfs") is None, reason="git-lfs is not installed (apt install git-lfs)"
 )
 def test_smudge_by_oid_fetches_verifies_and_caches(tmp_path: Path) -> None:
-    """What 02-lfs.ps1 does per object, with the same git arguments: a scratch repository with
+    """What lfs.ps1 does per object, with the same git arguments: a scratch repository with
     only ``remote.origin.url`` fetches by oid, no commit needed; its store is the cache."""
     data = os.urandom(200_000)
     with LfsServer({"dll": data}) as server:

@@ -58,7 +58,7 @@ class FakeTransport:
         if code == 0:
             digest = winsteps.stamp_digest(text)
             if digest is not None:
-                self.state["stamps"][script.split("-", 1)[1].rsplit(".", 1)[0] + ".stamp"] = digest
+                self.state["stamps"][script.rsplit(".", 1)[0] + ".stamp"] = digest
         out, err = f"ran {script}\n", "boom\n" if code else ""
         self.state.setdefault("timeouts", {})[script] = kw.get("timeout")
         sink = kw.get("on_output")
@@ -181,39 +181,39 @@ def _fresh(made: list[FakeTransport]) -> None:
 
 
 ALL = [
-    "01-prereqs.ps1",
-    "02-lfs.ps1",
-    "03-conda-env.cmd",
-    "04-pip-lock.cmd",
-    "05-ops-cpp.cmd",
-    "06-import-check.cmd",
+    "prereqs.ps1",
+    "lfs.ps1",
+    "conda-env.cmd",
+    "pip-lock.cmd",
+    "ops-cpp.cmd",
+    "import-check.cmd",
 ]
 
 
 def test_failing_step_stops_with_log_and_exit_code(
     recipe: Recipe, tmp_path: Path, fake: list[FakeTransport]
 ) -> None:
-    fake[0].codes["04-pip-lock.cmd"] = 7
+    fake[0].codes["pip-lock.cmd"] = 7
     out = tmp_path / "b"
     with pytest.raises(BuildStepError) as err:
         _run(recipe, out, {"host": "npu-01", "remote_root": "C:\\npulab\\b"})
-    log_path = out / "logs" / "04-pip-lock.log"
+    log_path = out / "logs" / "pip-lock.log"
     assert "win-pip-lock" in str(err.value)
     assert "exit code 7" in str(err.value)
     assert str(log_path) in str(err.value)
     text = log_path.read_text()
-    assert text.startswith("$ cmd.exe /d /v:off /c C:\\npulab\\b\\scripts\\04-pip-lock.cmd\n")
-    assert "\nran 04-pip-lock.cmd\n[stderr] boom\n--- exit code 7\n" in text
+    assert text.startswith("$ cmd.exe /d /v:off /c C:\\npulab\\b\\scripts\\pip-lock.cmd\n")
+    assert "\nran pip-lock.cmd\n[stderr] boom\n--- exit code 7\n" in text
     assert _ran(fake) == ALL[:4]
     steps = [c for t in fake[1:] for c in t.calls]
     assert steps[0][:2] == ("powershell.exe", "-NoProfile")
-    assert steps[0][-1] == "C:\\npulab\\b\\scripts\\01-prereqs.ps1"
+    assert steps[0][-1] == "C:\\npulab\\b\\scripts\\prereqs.ps1"
     assert steps[2][:4] == ("cmd.exe", "/d", "/v:off", "/c")
     uploads = [u for t in fake[1:] for u in t.uploads]
     assert uploads
     assert all(u.startswith("C:\\npulab\\b\\upload\\") for u in uploads)
     unpacked = fake[0].state["unpacked"]
-    assert "scripts/04-pip-lock.cmd" in unpacked
+    assert "scripts/pip-lock.cmd" in unpacked
     assert f"tree/{recipe.env.env_file}" in unpacked
     saved = manifest.load(out)
     assert saved["steps"]["win-upload"]["status"] == "done"
@@ -225,14 +225,14 @@ def test_rerun_resumes_after_last_good_step(
     recipe: Recipe, tmp_path: Path, fake: list[FakeTransport]
 ) -> None:
     out = tmp_path / "b"
-    fake[0].codes["05-ops-cpp.cmd"] = 2
+    fake[0].codes["ops-cpp.cmd"] = 2
     with pytest.raises(BuildStepError, match="exit code 2"):
         _run(recipe, out, {})
     _fresh(fake)
     fake[0].codes.clear()
     statuses = _run(recipe, out, {})
     # The checks run every time; the stamped steps that succeeded are not redone.
-    assert _ran(fake) == ["01-prereqs.ps1", "02-lfs.ps1", "05-ops-cpp.cmd", "06-import-check.cmd"]
+    assert _ran(fake) == ["prereqs.ps1", "lfs.ps1", "ops-cpp.cmd", "import-check.cmd"]
     assert statuses["win-conda-env"] == statuses["win-pip-lock"] == "up-to-date"
     assert statuses["win-ops-cpp"] == "done"
     # A changed input (here: the lock) re-runs that step and the one built on it.
@@ -242,11 +242,11 @@ def test_rerun_resumes_after_last_good_step(
     )
     _run(changed, out, {})
     assert _ran(fake) == [
-        "01-prereqs.ps1",
-        "02-lfs.ps1",
-        "04-pip-lock.cmd",
-        "05-ops-cpp.cmd",
-        "06-import-check.cmd",
+        "prereqs.ps1",
+        "lfs.ps1",
+        "pip-lock.cmd",
+        "ops-cpp.cmd",
+        "import-check.cmd",
     ]
 
 
@@ -256,7 +256,7 @@ def test_wiped_host_is_rebuilt(recipe: Recipe, tmp_path: Path, fake: list[FakeTr
     _fresh(fake)
     assert _run(recipe, out, {"host": "npu-01"})["win-conda-env"] == "up-to-date"
     assert len(fake) == 2, "stamp reads share the build's transport"
-    assert _ran(fake) == ["01-prereqs.ps1", "02-lfs.ps1", "06-import-check.cmd"]
+    assert _ran(fake) == ["prereqs.ps1", "lfs.ps1", "import-check.cmd"]
     assert not [u for t in fake[1:] for u in t.uploads], "the host holds this upload"
     _fresh(fake)
     fake[0].state["stamps"].clear()  # a reinstalled machine under the same name
@@ -291,7 +291,7 @@ def test_local_run_uploads_nothing(
     _run(recipe, out, {})
     assert len(fake) == 2, "one transport for the whole build"
     assert all(not t.uploads for t in fake)
-    assert fake[1].calls[0][-1] == str(out / "scripts" / "01-prereqs.ps1")
+    assert fake[1].calls[0][-1] == str(out / "scripts" / "prereqs.ps1")
 
 
 def test_dry_run_runs_nothing(
@@ -344,19 +344,20 @@ def test_step_log_streams_or_falls_back_and_timeouts_keep_output(
     fake[0].state["stream"] = False  # a transport that returns output only at the end
     _run(recipe, out, {})
     assert (
-        (out / "logs" / "03-conda-env.log")
+        (out / "logs" / "conda-env.log")
         .read_text()
-        .endswith("ran 03-conda-env.cmd\n--- exit code 0\n")
+        .endswith("ran conda-env.cmd\n--- exit code 0\n")
     )
-    assert fake[0].state["timeouts"]["03-conda-env.cmd"] == winsteps.STEP_TIMEOUTS["win-conda-env"]
+    conda_env = winsteps.STEPS_BY_NAME["win-conda-env"]
+    assert fake[0].state["timeouts"]["conda-env.cmd"] == conda_env.timeout
     _fresh(fake)
     fake[0].state["stamps"].clear()
-    fake[0].state["hang"] = {"03-conda-env.cmd"}
+    fake[0].state["hang"] = {"conda-env.cmd"}
     with pytest.raises(BuildStepError, match=r"win-conda-env on fake-npu: .*timed out") as err:
         _run(recipe, out, {})
-    log_text = (out / "logs" / "03-conda-env.log").read_text()
+    log_text = (out / "logs" / "conda-env.log").read_text()
     assert "half of the work\n--- stopped: [fake-npu] command timed out after 3600.0s" in log_text
-    assert str(out / "logs" / "03-conda-env.log") in str(err.value)
+    assert str(out / "logs" / "conda-env.log") in str(err.value)
 
 
 def test_windows_steps_refuse_a_non_windows_machine(

@@ -89,15 +89,15 @@ def scripts(recipe: Recipe, env_yaml: str = "a") -> dict[str, str]:
 def test_first_run_works_and_stamps_second_run_skips(recipe: Recipe) -> None:
     host = Host()
     s = scripts(recipe)
-    conda = s["03-conda-env.cmd"]
-    assert host.run(s, "03-conda-env.cmd") == 0
+    conda = s["conda-env.cmd"]
+    assert host.run(s, "conda-env.cmd") == 0
     assert host.ran == [
         ["conda.bat", "env", "create", "-n", "ryzenai-transformers", "-f",
          "C:\\b\\scripts\\..\\tree\\example\\transformers\\env.yaml"],
     ]  # fmt: skip
     assert host.stamp("conda-env") == winsteps.stamp_digest(conda) + "\r\n"
     host.ran.clear()
-    assert host.run(s, "03-conda-env.cmd") == 0
+    assert host.run(s, "conda-env.cmd") == 0
     assert host.ran == []
     assert host.printed[-1].startswith("conda-env: up to date")
 
@@ -105,17 +105,17 @@ def test_first_run_works_and_stamps_second_run_skips(recipe: Recipe) -> None:
 def test_changed_input_reruns_and_invalidates_later_steps(recipe: Recipe) -> None:
     host = Host()
     first = scripts(recipe, env_yaml="a")
-    for name in ("03-conda-env.cmd", "04-pip-lock.cmd", "05-ops-cpp.cmd"):
+    for name in ("conda-env.cmd", "pip-lock.cmd", "ops-cpp.cmd"):
         assert host.run(first, name) == 0, name
     host.ran.clear()
     changed = scripts(recipe, env_yaml="b")  # env.yaml's content changed
-    assert changed["04-pip-lock.cmd"] == first["04-pip-lock.cmd"]
-    assert host.run(changed, "03-conda-env.cmd") == 0
+    assert changed["pip-lock.cmd"] == first["pip-lock.cmd"]
+    assert host.run(changed, "conda-env.cmd") == 0
     assert host.stamp("pip-lock") == ""
     assert host.stamp("ops-cpp") == ""
     # The pip and ops\cpp scripts did not change, yet they run again: the env under them did.
-    assert host.run(changed, "04-pip-lock.cmd") == 0
-    assert host.run(changed, "05-ops-cpp.cmd") == 0
+    assert host.run(changed, "pip-lock.cmd") == 0
+    assert host.run(changed, "ops-cpp.cmd") == 0
     names = [r[0] for r in host.ran]
     assert names[0] == "conda.bat"
     assert names.count("python") == 3  # pip install, check-lock, pip install ops\cpp
@@ -125,15 +125,15 @@ def test_changed_input_reruns_and_invalidates_later_steps(recipe: Recipe) -> Non
 def test_failure_leaves_no_stamp_and_propagates_the_code(recipe: Recipe) -> None:
     host = Host(programs={"python -m pip": 13})
     s = scripts(recipe)
-    assert host.run(s, "03-conda-env.cmd") == 0
-    assert host.run(s, "04-pip-lock.cmd") == 13
+    assert host.run(s, "conda-env.cmd") == 0
+    assert host.run(s, "pip-lock.cmd") == 13
     assert host.stamp("pip-lock") == ""
     assert host.ran[-1][:3] == ["python", "-m", "pip"]
     host.programs.clear()
     host.ran.clear()
-    assert host.run(s, "04-pip-lock.cmd") == 0, "the rerun does the work"
+    assert host.run(s, "pip-lock.cmd") == 0, "the rerun does the work"
     assert ["python", "-m", "pip"] in [r[:3] for r in host.ran]
-    assert host.stamp("pip-lock") == winsteps.stamp_digest(s["04-pip-lock.cmd"]) + "\r\n"
+    assert host.stamp("pip-lock") == winsteps.stamp_digest(s["pip-lock.cmd"]) + "\r\n"
 
 
 def test_drift_check_failure_stops_the_step(recipe: Recipe) -> None:
@@ -143,7 +143,7 @@ def test_drift_check_failure_stops_the_step(recipe: Recipe) -> None:
         }
     )
     s = scripts(recipe)
-    assert host.run(s, "04-pip-lock.cmd") == 5
+    assert host.run(s, "pip-lock.cmd") == 5
     assert not host.stamp("pip-lock")
 
 
@@ -151,9 +151,9 @@ def test_the_model_sees_a_missing_errorlevel_reset(recipe: Recipe) -> None:
     """Without ``ver >nul`` the errorlevel 1 of a missed findstr would stop the step: the model
     reproduces that, which is why the template resets it."""
     s = scripts(recipe)
-    s["03-conda-env.cmd"] = s["03-conda-env.cmd"].replace("ver >nul\r\n", "")
+    s["conda-env.cmd"] = s["conda-env.cmd"].replace("ver >nul\r\n", "")
     host = Host()
-    assert host.run(s, "03-conda-env.cmd") == 1
+    assert host.run(s, "conda-env.cmd") == 1
     assert host.ran == []
 
 
@@ -161,8 +161,8 @@ def test_ops_cpp_finds_vs2019_through_vswhere_in_the_for_set(recipe: Recipe) -> 
     """The for /f line runs vswhere with the range intact, and vcvars64 comes from its answer."""
     host = Host()
     s = scripts(recipe)
-    assert host.run(s, "03-conda-env.cmd") == 0
-    assert host.run(s, "05-ops-cpp.cmd") == 0
+    assert host.run(s, "conda-env.cmd") == 0
+    assert host.run(s, "ops-cpp.cmd") == 0
     vswhere = next(r for r in host.ran if r[0] == "vswhere.exe")
     assert vswhere[vswhere.index("-version") + 1] == "[16,17)"
     assert ["vcvars64.bat"] in host.ran
@@ -173,7 +173,7 @@ def test_ops_cpp_finds_vs2019_through_vswhere_in_the_for_set(recipe: Recipe) -> 
 def test_ops_cpp_without_vs2019_exits_3(recipe: Recipe) -> None:
     host = Host(vs=None)
     s = scripts(recipe)
-    assert host.run(s, "05-ops-cpp.cmd") == 3
+    assert host.run(s, "ops-cpp.cmd") == 3
     assert "vcvars64.bat" not in [r[0] for r in host.ran]
     assert not host.stamp("ops-cpp")
 
@@ -183,7 +183,7 @@ def test_every_step_gives_the_console_its_code_page_back(recipe: Recipe, fail: b
     """Success, skip and failure alike: the caller's console is on its own code page after."""
     programs = {"python -m pip": 13, "conda.bat env": 2} if fail else {}
     s = scripts(recipe)
-    for name in sorted(n for n in s if n.endswith(".cmd") and n[:2].isdigit()):
+    for name in [w.script for w in winsteps.WIN_STEPS if w.shell == "cmd"]:
         host = Host(programs=programs)
         host.run(s, name)
         assert host.cmd.codepage == "936", name
@@ -203,7 +203,7 @@ def test_npulab_env_cmd_adds_no_empty_pythonpath_entry(recipe: Recipe, before: s
         return 0
 
     host.cmd.programs["python"] = python
-    assert host.run(scripts(recipe), "06-import-check.cmd") == 0
+    assert host.run(scripts(recipe), "import-check.cmd") == 0
     entries = seen["PYTHONPATH"].split(";")
     assert "" not in entries
     assert entries[0].endswith("\\models\\llama2")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from npulab.recipe import DEFAULT_RECIPE, Lfs, Recipe, load_recipe
 from npulab.windows import steps as winsteps
 from npulab.windows import upload as winupload
 from npulab.windows.lfs import LfsObject
-from npulab.windows.script import CRLF, check_cmd
+from npulab.windows.script import CRLF, ScriptTemplate, check_cmd
 from npulab.windows.steps import TreeFacts
 from tests.pwsh import bad_nodes, string_values
 from tests.winemu import phase1
@@ -70,12 +71,12 @@ def test_windows_plan_exact_order(recipe: Recipe) -> None:
         "wincheck",
     ]
     assert [s.inputs for s in win] == [
-        ("winscript:01-prereqs.ps1",),
-        ("winscript:02-lfs.ps1",),
-        ("winscript:03-conda-env.cmd",),
-        ("winscript:04-pip-lock.cmd",),
-        ("winscript:05-ops-cpp.cmd",),
-        ("winscript:06-import-check.cmd",),
+        ("winscript:prereqs.ps1",),
+        ("winscript:lfs.ps1",),
+        ("winscript:conda-env.cmd",),
+        ("winscript:pip-lock.cmd",),
+        ("winscript:ops-cpp.cmd",),
+        ("winscript:import-check.cmd",),
     ]
     assert not [s for s in plan.plan(recipe, plan.Options()) if s.where == "windows"]
     # A remote host gets the staged tree and scripts first.
@@ -90,31 +91,31 @@ def test_step_commands(recipe: Recipe, tree: Path) -> None:
     s = winsteps.render_scripts(recipe, TreeFacts.read(recipe, tree))
     assert (
         "-version '[16,17)' -requires 'Microsoft.VisualStudio.Component.VC.Tools.x86.x64'"
-        in (s["01-prereqs.ps1"])
+        in (s["prereqs.ps1"])
     )
-    assert "LongPathsEnabled" in s["01-prereqs.ps1"]
-    lfs = string_values(s["02-lfs.ps1"])
+    assert "LongPathsEnabled" in s["prereqs.ps1"]
+    lfs = string_values(s["lfs.ps1"])
     assert "example\\transformers\\third_party\\lib\\tvm_ipu.dll" in lfs
     assert "example\\transformers\\dll\\phx\\qlinear\\libGemm.dll" in lfs
     assert not [v for v in lfs if "smoothquant" in v], "not under upstream.lfs.include"
     assert recipe.upstream.repo_url in lfs
-    assert "env create -n ryzenai-transformers -f" in s["03-conda-env.cmd"]
-    assert "env update -n ryzenai-transformers -f" in s["03-conda-env.cmd"]
-    assert 'set "NPULAB_ENV_FILE=example\\transformers\\env.yaml"' in s["03-conda-env.cmd"]
+    assert "env create -n ryzenai-transformers -f" in s["conda-env.cmd"]
+    assert "env update -n ryzenai-transformers -f" in s["conda-env.cmd"]
+    assert 'set "NPULAB_ENV_FILE=example\\transformers\\env.yaml"' in s["conda-env.cmd"]
     env_sha = hashlib.sha256(b"name: ryzenai-transformers\n").hexdigest()
-    assert f"rem input: env.yaml sha256 {env_sha}" in s["03-conda-env.cmd"]
-    assert "pip install --require-hashes --no-deps -r" in s["04-pip-lock.cmd"]
-    assert Path(recipe.env.lock).name in s["04-pip-lock.cmd"]
-    assert 'python "%~dp0check-lock.py" "%~dp0%NPULAB_LOCK%"' in s["04-pip-lock.cmd"]
+    assert f"rem input: env.yaml sha256 {env_sha}" in s["conda-env.cmd"]
+    assert "pip install --require-hashes --no-deps -r" in s["pip-lock.cmd"]
+    assert Path(recipe.env.lock).name in s["pip-lock.cmd"]
+    assert 'python "%~dp0check-lock.py" "%~dp0%NPULAB_LOCK%"' in s["pip-lock.cmd"]
     assert s["check-lock.py"] == (Path(winsteps.__file__).parent / "check_lock.py").read_text()
-    ops = s["05-ops-cpp.cmd"].split(CRLF)
+    ops = s["ops-cpp.cmd"].split(CRLF)
     order = [
         next(i for i, line in enumerate(ops) if needle in line)
         for needle in ("vswhere", "vcvars64.bat", "activate", "call setup.bat", "pip install ops")
     ]
     assert order == sorted(order), "VS env, conda, setup.bat, then ops\\cpp in one session"
     assert "python -m pip install ops\\cpp --force-reinstall" in ops
-    check = s["06-import-check.cmd"].split(CRLF)
+    check = s["import-check.cmd"].split(CRLF)
     env_at = next(i for i, line in enumerate(check) if "npulab-env.cmd" in line)
     imp_at = next(i for i, line in enumerate(check) if "import os, qlinear, RyzenAI" in line)
     assert env_at < imp_at
@@ -150,7 +151,7 @@ def _digests(recipe: Recipe, tree: Path) -> dict[str, str]:
     }
 
 
-LOCK_SCRIPT = "04-pip-lock.cmd"
+LOCK_SCRIPT = "pip-lock.cmd"
 
 
 @pytest.mark.parametrize(
@@ -162,23 +163,23 @@ LOCK_SCRIPT = "04-pip-lock.cmd"
         ),
         (
             lambda r: {"upstream": dataclasses.replace(r.upstream, lfs=Lfs(include=("x/**",)))},
-            {"02-lfs.ps1"},
+            {"lfs.ps1"},
         ),
         (
             lambda r: {"upstream": dataclasses.replace(r.upstream, repo_url="https://m/r.git")},
-            {"02-lfs.ps1"},
+            {"lfs.ps1"},
         ),
         (
             lambda r: {"env": dataclasses.replace(r.env, env_file="a/env.yaml")},
-            {"03-conda-env.cmd"},
+            {"conda-env.cmd"},
         ),
         (
             lambda r: {"env": dataclasses.replace(r.env, name="other-env")},
-            {"03-conda-env.cmd", LOCK_SCRIPT, "05-ops-cpp.cmd", "06-import-check.cmd"},
+            {"conda-env.cmd", LOCK_SCRIPT, "ops-cpp.cmd", "import-check.cmd"},
         ),
         (
             lambda r: {"upstream": dataclasses.replace(r.upstream, subdir="a/b")},
-            {"05-ops-cpp.cmd", "npulab-env.cmd", "npulab-env.ps1"},
+            {"ops-cpp.cmd", "npulab-env.cmd", "npulab-env.ps1"},
         ),
     ],
 )
@@ -191,10 +192,10 @@ def test_changed_key_changes_exactly(recipe: Recipe, tree: Path, change, expecte
 @pytest.mark.parametrize(
     ("edit", "expected"),
     [
-        ("example/transformers/env.yaml", {"03-conda-env.cmd"}),
-        ("example/transformers/ops/cpp/setup.py", {"05-ops-cpp.cmd"}),
-        ("example/transformers/setup.bat", {"05-ops-cpp.cmd"}),
-        ("example/transformers/third_party/lib/tvm_ipu.dll", {"02-lfs.ps1"}),
+        ("example/transformers/env.yaml", {"conda-env.cmd"}),
+        ("example/transformers/ops/cpp/setup.py", {"ops-cpp.cmd"}),
+        ("example/transformers/setup.bat", {"ops-cpp.cmd"}),
+        ("example/transformers/third_party/lib/tvm_ipu.dll", {"lfs.ps1"}),
         ("example/transformers/models/llama2/modeling_llama_amd.py", set()),
     ],
 )
@@ -240,8 +241,8 @@ def _all_ps1(recipe: Recipe, tree: Path) -> dict[str, str]:
 def test_ps1_parse_clean(recipe: Recipe, tree: Path) -> None:
     ps1 = _all_ps1(recipe, tree)
     assert set(ps1) == {
-        "01-prereqs.ps1",
-        "02-lfs.ps1",
+        "prereqs.ps1",
+        "lfs.ps1",
         "npulab-env.ps1",
         "upload-state",
         "upload-expand",
@@ -260,10 +261,10 @@ def test_ps1_checker_sees_a_broken_script() -> None:
 
 
 CMD_NAMES = [
-    "03-conda-env.cmd",
-    "04-pip-lock.cmd",
-    "05-ops-cpp.cmd",
-    "06-import-check.cmd",
+    "conda-env.cmd",
+    "pip-lock.cmd",
+    "ops-cpp.cmd",
+    "import-check.cmd",
     "npulab-env.cmd",
 ]
 
@@ -317,7 +318,7 @@ def test_cmd_checker_passes_escaped_for_sets_and_closed_blocks() -> None:
 def test_hostile_data_is_quoted(recipe: Recipe, tree: Path) -> None:
     hostile = "x&y/%PATH%/it's"
     r = dataclasses.replace(recipe, env=dataclasses.replace(recipe.env, env_file=hostile))
-    text = winsteps.render_scripts(r, TreeFacts.read(r, tree))["03-conda-env.cmd"]
+    text = winsteps.render_scripts(r, TreeFacts.read(r, tree))["conda-env.cmd"]
     assert check_cmd(text) == []
     line = next(x for x in text.split(CRLF) if x.startswith('set "NPULAB_ENV_FILE=x'))
     assert phase1(line, env={"PATH": "C:\\bin"}, batch=True) == (
@@ -332,7 +333,7 @@ def test_stamps_skip_and_invalidate_later_steps(recipe: Recipe, tree: Path) -> N
     the steps built on it, so they run too, and writes its digest only at the end."""
     scripts = winsteps.render_scripts(recipe, TreeFacts.read(recipe, tree))
     emptied = {}
-    for name in ("03-conda-env.cmd", LOCK_SCRIPT, "05-ops-cpp.cmd"):
+    for name in ("conda-env.cmd", LOCK_SCRIPT, "ops-cpp.cmd"):
         lines = scripts[name].split(CRLF)
         digest = winsteps.stamp_digest(scripts[name])
         assert digest is not None
@@ -343,10 +344,61 @@ def test_stamps_skip_and_invalidate_later_steps(recipe: Recipe, tree: Path) -> N
         write = next(i for i, x in enumerate(lines) if x.startswith('>"%NPULAB_STATE%'))
         last_command = max(i for i, x in enumerate(lines[:write]) if "python" in x or "conda" in x)
         assert last_command < write, "the stamp is written after the work"
-        assert lines[write] == f'>"%NPULAB_STATE%\\{name[3:-4]}.stamp" echo {digest}'
+        assert lines[write] == f'>"%NPULAB_STATE%\\{name[:-4]}.stamp" echo {digest}'
     assert emptied == {
-        "03-conda-env.cmd": ["conda-env.stamp", "pip-lock.stamp", "ops-cpp.stamp"],
+        "conda-env.cmd": ["conda-env.stamp", "pip-lock.stamp", "ops-cpp.stamp"],
         LOCK_SCRIPT: ["pip-lock.stamp", "ops-cpp.stamp"],
-        "05-ops-cpp.cmd": ["ops-cpp.stamp"],
+        "ops-cpp.cmd": ["ops-cpp.stamp"],
     }
-    assert winsteps.stamp_digest(scripts["06-import-check.cmd"]) is None
+    assert winsteps.stamp_digest(scripts["import-check.cmd"]) is None
+
+
+TEMPLATES = Path(winsteps.__file__).parent.parent / "templates" / "windows"
+
+
+def test_every_step_is_one_record_and_one_template() -> None:
+    """Each record names its own template (script named by the step, not its position), and
+    every template file belongs to a record."""
+    assert [w.name for w in winsteps.WIN_STEPS] == WIN_NAMES
+    for win in winsteps.WIN_STEPS:
+        assert win.name == "win-" + win.stem, win
+        assert win.script == win.template
+        assert (TEMPLATES / win.template).is_file(), win.template
+        assert win.template.endswith(".ps1" if win.shell == "powershell" else ".cmd")
+        assert win.timeout > 0
+    assert sorted(p.name for p in TEMPLATES.iterdir()) == sorted(
+        w.template for w in winsteps.WIN_STEPS
+    )
+    assert [w.stem for w in winsteps.WIN_STEPS if w.stamped] == [
+        "conda-env",
+        "pip-lock",
+        "ops-cpp",
+    ]
+
+
+def test_templates_ship_as_package_data(project_root: Path) -> None:
+    """The wheel carries every template: the package-data globs match each file."""
+    config = tomllib.loads((project_root / "pyproject.toml").read_text())
+    patterns = config["tool"]["setuptools"]["package-data"]["npulab"]
+    package = project_root / "npulab"
+    shipped = {p for pattern in patterns for p in package.glob(pattern)}
+    assert {p for p in TEMPLATES.iterdir()} <= shipped
+
+
+def test_a_template_reads_only_what_its_record_declares(recipe: Recipe, tree: Path) -> None:
+    """``reads`` is what the step depends on: a template naming an undeclared fact, or any
+    unknown placeholder, does not render."""
+    facts = TreeFacts.read(recipe, tree)
+    conda = winsteps.STEPS_BY_NAME["win-conda-env"]
+    undeclared = dataclasses.replace(conda, reads=())
+    with pytest.raises(KeyError, match="env_file_sha256"):
+        winsteps.render_step(undeclared, recipe, facts)
+    assert "env.yaml sha256" in winsteps.render_step(conda, recipe, facts)
+
+
+def test_template_placeholders_are_strict() -> None:
+    assert ScriptTemplate("a {{x}} $y %z% @{ k = 1 }").substitute(x="1") == "a 1 $y %z% @{ k = 1 }"
+    with pytest.raises(ValueError, match="Invalid placeholder"):
+        ScriptTemplate("a {{ x }}").substitute(x="1")
+    with pytest.raises(KeyError):
+        ScriptTemplate("a {{x}}").substitute()

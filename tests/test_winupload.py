@@ -19,7 +19,7 @@ def _out(tmp_path: Path) -> Path:
     for rel, data in {
         "tree/example/transformers/setup.bat": b"@echo off\r\n",
         "tree/example/transformers/ops/cpp/x.cpp": os.urandom(3000),
-        "scripts/01-prereqs.ps1": b"exit 0\r\n",
+        "scripts/prereqs.ps1": b"exit 0\r\n",
     }.items():
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         (out / rel).write_bytes(data)
@@ -32,7 +32,7 @@ def test_archive_is_deterministic_and_complete(
     monkeypatch.setattr(winupload, "PART_SIZE", 1000)
     out = _out(tmp_path)
     first = winupload.build_archive(out, tmp_path / "u1")
-    os.utime(out / "scripts" / "01-prereqs.ps1", (1, 1))  # times do not matter
+    os.utime(out / "scripts" / "prereqs.ps1", (1, 1))  # times do not matter
     second = winupload.build_archive(out, tmp_path / "u2")
     assert first.sha256 == second.sha256
     assert first.parts == second.parts
@@ -43,7 +43,7 @@ def test_archive_is_deterministic_and_complete(
         assert hashlib.sha256((tmp_path / "u1" / name).read_bytes()).hexdigest() == sha
     with zipfile.ZipFile(io.BytesIO(joined)) as zf:
         assert sorted(zf.namelist()) == [
-            "scripts/01-prereqs.ps1",
+            "scripts/prereqs.ps1",
             "tree/example/transformers/ops/cpp/x.cpp",
             "tree/example/transformers/setup.bat",
         ]

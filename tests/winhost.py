@@ -89,6 +89,6 @@ class BuildHost:
         rc = self.codes.get(name, 0)
         digest = stamp_digest(body)
         if rc == 0 and digest is not None:
-            stamp = name.split("-", 1)[1].rsplit(".", 1)[0] + ".stamp"
+            stamp = name.rsplit(".", 1)[0] + ".stamp"
             self.files[_key(state + stamp)] = digest.encode() + b"\r\n"
         return Response(f"ran {name}\r\n", stderr="failed\r\n" if rc else "", rc=rc)

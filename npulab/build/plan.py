@@ -94,7 +94,7 @@ def plan(recipe: Recipe, options: Options) -> tuple[Step, ...]:
             name="render",
             kind="render",
             description="render the Windows scripts into scripts/",
-            # The lock is copied into scripts/ and its digest rendered into 04-pip-lock.cmd.
+            # The lock is copied into scripts/ and its digest rendered into pip-lock.cmd.
             inputs=("recipe", "step:patch", "env.lock"),
         ),
     ]

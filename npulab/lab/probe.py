@@ -30,7 +30,7 @@ from npulab.schema import build
 from npulab.transport import Transport
 
 Verdict = Literal["ok", "unprovisioned", "mismatch", "unreachable", "auth-failed", "error"]
-#: What ``win-prereqs`` (scripts\\01-prereqs.ps1) requires, besides LongPathsEnabled=1.
+#: What ``win-prereqs`` (scripts\\prereqs.ps1) requires, besides LongPathsEnabled=1.
 PREREQS = ("conda", "git", "git_lfs", "vs2019_v142")
 LONG_PATHS = "LongPathsEnabled=1"
 # cmd.exe treats & as a separator, so the ID is matched here, on the decoded JSON string.

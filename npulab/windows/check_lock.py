@@ -1,6 +1,6 @@
 """The installed versions must equal the hash lock's pins: exit 5 naming every drifted package.
 
-Copied verbatim into ``scripts\\check-lock.py`` and run by ``04-pip-lock.cmd`` in the activated
+Copied verbatim into ``scripts\\check-lock.py`` and run by ``pip-lock.cmd`` in the activated
 env (Python 3.9, no npulab there: standard library only). ``pip install --no-deps`` installs
 exactly the lock, but conda may have put other versions beside it, and a later manual
 ``pip install`` drifts silently.

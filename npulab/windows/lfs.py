@@ -4,7 +4,7 @@ fetches them.
 The staged ``tree\\`` is written by ``git checkout-index`` and has no ``.git``, so ``git lfs pull``
 cannot run in it. Instead the render step lists every LFS pointer file the build needs (under
 ``upstream.lfs.include``, plus every ``upstream.lfs.required`` path) with its oid and size, and
-``02-lfs.ps1`` fetches each object by oid: ``git lfs smudge`` in a scratch repository whose
+``lfs.ps1`` fetches each object by oid: ``git lfs smudge`` in a scratch repository whose
 ``origin`` is the recipe's ``repo_url`` (LFS needs no commit for that, only the endpoint). The
 scratch repository's ``.git\\lfs\\objects`` is the host's cache, so a re-uploaded tree costs no
 download. Each object is written to a ``.npulab-part`` file, checked against its sha256 and size,
@@ -22,13 +22,12 @@ from pathlib import Path
 from npulab.quoting import quote_pwsh
 from npulab.recipe import Recipe
 from npulab.source.lfs import is_lfs_pointer, parse_pointer
-from npulab.windows.script import CRLF
 
 #: The git arguments that fetch one object (pointer on stdin, content on stdout), run in the
 #: scratch repository. Integration tests run exactly these against a local LFS server.
 SMUDGE_ARGS = ("lfs", "smudge")
 POINTER_VERSION = "version https://git-lfs.github.com/spec/v1"
-#: Exit codes of 02-lfs.ps1 (docs/windows-build.md#exit-codes).
+#: Exit codes of lfs.ps1 (docs/windows-build.md#exit-codes).
 EXIT_NO_GIT = 3
 EXIT_NOT_FETCHED = 4
 
@@ -118,88 +117,8 @@ def _row(obj: LfsObject) -> str:
     )
 
 
-def lfs_ps1(recipe: Recipe, objects: Sequence[LfsObject]) -> str:
-    """``02-lfs.ps1``: fetch, verify and place every object; exit 4 naming what failed."""
+def objects_table(objects: Sequence[LfsObject]) -> str:
+    """The inside of ``lfs.ps1``'s ``$objects = @(...)``: one hashtable line per object, each
+    value a PowerShell literal (empty for no objects)."""
     rows = [_row(o) for o in objects]
-    table = ["$objects = @(", *rows, ")"] if rows else ["$objects = @()"]
-    smudge = ", ".join(quote_pwsh(a) for a in SMUDGE_ARGS)
-    lines = [
-        "# npulab-script: win-lfs v1",
-        "$ErrorActionPreference = 'Stop'",
-        "$build = Split-Path -Parent $PSScriptRoot",
-        "$tree = Join-Path $build 'tree'",
-        "$repo = Join-Path $build '.npulab-win\\lfs-repo'",
-        f"$remote = {quote_pwsh(recipe.upstream.repo_url)}",
-        *table,
-        "function Test-LfsObject([string] $file, [string] $oid, [long] $size) {",
-        "  if (-not (Test-Path -LiteralPath $file -PathType Leaf)) { return $false }",
-        "  if ((Get-Item -LiteralPath $file).Length -ne $size) { return $false }",
-        "  return (Get-FileHash -LiteralPath $file -Algorithm SHA256).Hash.ToLowerInvariant() "
-        "-eq $oid",
-        "}",
-        "$todo = @($objects | Where-Object { -not (Test-LfsObject (Join-Path $tree $_.Path) "
-        "$_.Oid $_.Size) })",
-        "if ($todo.Count -eq 0) {",
-        '  Write-Output "lfs: all $($objects.Count) object(s) present and verified"',
-        "  exit 0",
-        "}",
-        "$git = Get-Command git -CommandType Application -ErrorAction SilentlyContinue "
-        "| Select-Object -First 1",
-        "if (-not $git) {",
-        "  Write-Output 'lfs: git not found (fix: install Git for Windows with Git LFS)'",
-        f"  exit {EXIT_NO_GIT}",
-        "}",
-        "# Native programs' stderr must not become terminating errors (Windows PowerShell 5.1).",
-        "$ErrorActionPreference = 'Continue'",
-        "if (-not (Test-Path -LiteralPath (Join-Path $repo '.git'))) {",
-        "  New-Item -ItemType Directory -Force -Path $repo | Out-Null",
-        "  & $git.Source -C $repo init -q",
-        f"  if ($LASTEXITCODE -ne 0) {{ exit {EXIT_NO_GIT} }}",
-        "}",
-        "& $git.Source -C $repo config remote.origin.url $remote",
-        f"if ($LASTEXITCODE -ne 0) {{ exit {EXIT_NO_GIT} }}",
-        "# A reachable LFS mirror for hosts that cannot reach the upstream's endpoint.",
-        "if ($env:NPULAB_LFS_URL) { & $git.Source -C $repo config lfs.url $env:NPULAB_LFS_URL }",
-        "else { & $git.Source -C $repo config --unset lfs.url *> $null }",
-        "$ErrorActionPreference = 'Stop'",
-        "$failed = @()",
-        "$i = 0",
-        "foreach ($o in $todo) {",
-        "  $i++",
-        "  $dest = Join-Path $tree $o.Path",
-        '  $ptr = "$dest.npulab-pointer"',
-        '  $part = "$dest.npulab-part"',
-        '  $err = "$dest.npulab-err"',
-        "  Write-Output ('lfs: [{0}/{1}] {2} ({3:N1} MiB)' -f $i, $todo.Count, $o.Path, "
-        "($o.Size / 1048576))",
-        f'  $text = "{POINTER_VERSION}`noid sha256:$($o.Oid)`nsize $($o.Size)`n"',
-        "  [IO.File]::WriteAllText($ptr, $text)",
-        "  # Start-Process redirects to files: the object's bytes never pass through a "
-        "PowerShell pipeline.",
-        f"  $p = Start-Process -FilePath $git.Source -ArgumentList {smudge} "
-        "-WorkingDirectory $repo -NoNewWindow -Wait -PassThru -RedirectStandardInput $ptr "
-        "-RedirectStandardOutput $part -RedirectStandardError $err",
-        "  if (Test-LfsObject $part $o.Oid $o.Size) {",
-        "    Move-Item -LiteralPath $part -Destination $dest -Force",
-        "  } else {",
-        "    $failed += $o",
-        '    Write-Output "lfs: $($o.Path): git lfs smudge exited $($p.ExitCode); '
-        'content does not match sha256 $($o.Oid) size $($o.Size)"',
-        "    if (Test-Path -LiteralPath $err) { Get-Content -LiteralPath $err "
-        "| Select-Object -Last 5 }",
-        "    Remove-Item -LiteralPath $part -Force -ErrorAction SilentlyContinue",
-        "  }",
-        "  Remove-Item -LiteralPath $ptr, $err -Force -ErrorAction SilentlyContinue",
-        "}",
-        "if ($failed.Count -gt 0) {",
-        "  $names = ($failed | ForEach-Object { $_.Path + $(if ($_.Required) "
-        "{ ' (required)' } else { '' }) }) -join ', '",
-        '  Write-Output "lfs: $($failed.Count) object(s) not fetched: $names"',
-        '  Write-Output "fix: make $remote (or NPULAB_LFS_URL) reachable from this host '
-        '(git lfs env shows the endpoint), then run invoke build again"',
-        f"  exit {EXIT_NOT_FETCHED}",
-        "}",
-        'Write-Output "lfs: fetched $($todo.Count) of $($objects.Count) object(s), all verified"',
-        "exit 0",
-    ]
-    return CRLF.join(lines) + CRLF
+    return "".join("\n" + row for row in rows) + ("\n" if rows else "")

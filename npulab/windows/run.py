@@ -4,7 +4,7 @@ Local on Windows, ``npulab.transport.connect(host)`` for ``invoke build --host N
 option ``host`` in ``Options.extra``). For a remote host ``win-upload`` first puts ``tree\\`` and
 ``scripts\\`` under ``<remote_root>`` (:mod:`npulab.windows.upload`); every other step runs its
 script there (or in place, on this machine), its output saved to
-``build/<recipe>/logs/NN-<step>.log``, and fails with the log path and exit code.
+``build/<recipe>/logs/<step>.log``, and fails with the log path and exit code.
 
 Resume: a stamped step (conda env, pip lock, ops\\cpp) whose inputs are unchanged is skipped only
 while the host's own stamp still holds the script's digest, so a rebuilt or wiped host is redone;
@@ -28,12 +28,12 @@ from npulab.transport import Transport
 from npulab.windows import upload as winupload
 from npulab.windows.script import CMD_C_BREAKERS, cmd_c_path_problem
 from npulab.windows.steps import (
-    STEP_TIMEOUTS,
+    STEPS_BY_NAME,
     WIN_STEPS,
     TreeFacts,
+    WinStep,
     remote_root,
     render_scripts,
-    script_name,
     stamp_digest,
     stamp_read_ps1,
 )
@@ -68,12 +68,11 @@ def render_windows(recipe: Recipe, tree: Path, scripts: Path) -> list[Path]:
     return write_all(render_scripts(recipe, TreeFacts.read(recipe, tree)), scripts)
 
 
-def _script_for(step: Step) -> str:
-    for i, (name, suffix, _, _) in enumerate(WIN_STEPS, 1):
-        if name == step.name:
-            return script_name(i, name, suffix)
-    msg = f"internal: {step.name} is not a Windows step"
-    raise BuildStepError(msg)
+def _record(step: Step) -> WinStep:
+    if step.name not in STEPS_BY_NAME:
+        msg = f"internal: {step.name} is not a Windows step"
+        raise BuildStepError(msg)
+    return STEPS_BY_NAME[step.name]
 
 
 def script_digest(ctx: Context, key: str) -> Any:
@@ -103,7 +102,7 @@ def _where(ctx: Context, script: str) -> str:
 
 
 class StepLog:
-    """``logs/NN-<step>.log``, written while the step runs: the command, then its output as it
+    """``logs/<step>.log``, written while the step runs: the command, then its output as it
     arrives (stderr lines marked ``[stderr]``), then the exit code. Complete lines are echoed to
     the console with the step's indent."""
 
@@ -144,7 +143,8 @@ class StepLog:
 
 
 def _run(ctx: Context, step: Step) -> Outcome:
-    script = _script_for(step)
+    win = _record(step)
+    script = win.script
     local = ctx.scripts / script
     if not local.is_file():
         msg = f"step {step.name}: {local} is missing (the render step writes it)"
@@ -159,12 +159,12 @@ def _run(ctx: Context, step: Step) -> Outcome:
         )
     remote = _where(ctx, script)
     _refuse_cmd_c_path(ctx, remote)
-    if script.endswith(".ps1"):
+    if win.shell == "powershell":
         argv = ["powershell.exe", "-NoProfile", "-ExecutionPolicy", "Bypass", "-File", remote]
     else:
         argv = ["cmd.exe", "/d", "/v:off", "/c", remote]
-    log_path = ctx.out / "logs" / (script.rsplit(".", 1)[0] + ".log")
-    timeout = STEP_TIMEOUTS.get(step.name)
+    log_path = ctx.out / "logs" / (win.stem + ".log")
+    timeout = win.timeout
     sink = StepLog(log_path, argv, transport.host)
     try:
         done = transport.run(argv, check=False, timeout=timeout, on_output=sink)
@@ -206,10 +206,6 @@ def _refuse_cmd_c_path(ctx: Context, path: str) -> None:
     )
 
 
-def _stamp_name(script: str) -> str:
-    return script.split("-", 1)[1].rsplit(".", 1)[0]
-
-
 def read_host_stamp(ctx: Context, name: str) -> str | None:
     """The build host's ``.npulab-win\\<name>`` (None when absent), read through the transport
     like everything else on the host."""
@@ -220,20 +216,16 @@ def read_host_stamp(ctx: Context, name: str) -> str | None:
 
 
 def _script_for_first_cmd() -> str:
-    return next(
-        script_name(i, name, suffix)
-        for i, (name, suffix, _, _) in enumerate(WIN_STEPS, 1)
-        if suffix == "cmd"
-    )
+    return next(w.script for w in WIN_STEPS if w.shell == "cmd")
 
 
 def _stamp_intact(ctx: Context, step: Step) -> bool:
     """Unchanged inputs skip a stamped step only while the host's stamp still matches."""
-    script = _script_for(step)
-    expected = stamp_digest((ctx.scripts / script).read_bytes().decode("utf-8"))
+    win = _record(step)
+    expected = stamp_digest((ctx.scripts / win.script).read_bytes().decode("utf-8"))
     if expected is None:
         return True
-    found = read_host_stamp(ctx, _stamp_name(script) + ".stamp")
+    found = read_host_stamp(ctx, win.stem + ".stamp")
     if found != expected:
         log.info(f"    {step.name}: the host's stamp is {found or 'absent'}: running it again")
         return False

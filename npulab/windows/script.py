@@ -1,16 +1,19 @@
-"""Windows script text: ``.cmd`` builder, runtime env files and the ``.cmd`` rule checker.
+"""Windows script text: step templates, ``.cmd`` builder, runtime env files and the ``.cmd``
+rule checker.
 
 Every piece of data goes through :mod:`npulab.quoting` (``quote_cmd_arg``, ``cmd_set``,
-``quote_pwsh``); the templates here only add fixed text. A rendered ``.cmd`` has CRLF endings,
-``@echo off``, ``chcp 65001 >nul`` (the caller's code page given back on exit) and an
-``if errorlevel 1`` check after every command.
+``quote_pwsh``) before it reaches a template; the templates only add fixed text. A rendered
+``.cmd`` has CRLF endings, ``@echo off``, ``chcp 65001 >nul`` (the caller's code page given back
+on exit) and an ``if errorlevel 1`` check after every command.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+import string
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 
 from npulab.quoting import cmd_set, quote_cmd_arg, quote_pwsh
 
@@ -58,6 +61,36 @@ def cmd_c_path_problem(path: str) -> str | None:
         f"{path!r} holds {' '.join(repr(ch) for ch in bad)}: cmd /c would split it (cmd /? strips"
         " the quotes of a path with special characters) or expand it"
     )
+
+
+class ScriptTemplate(string.Template):
+    """A step script under ``npulab/templates/windows/`` with ``{{name}}`` placeholders.
+
+    ``$`` (PowerShell) and ``%`` (cmd.exe) are the scripts' own syntax, so the placeholders use
+    braces, which neither shell doubles. A ``{{`` that is not a placeholder is an error, and so is
+    a placeholder without a value (:meth:`substitute`): a template cannot half-render."""
+
+    pattern = r"""
+    \{\{(?:
+      (?P<escaped>(?!))
+      |(?P<named>(?!))
+      |(?P<braced>[a-z][a-z0-9_]*)\}\}
+      |(?P<invalid>)
+    )
+    """  # type: ignore[assignment]
+
+
+def template(name: str) -> ScriptTemplate:
+    """The template file ``npulab/templates/windows/<name>`` (line endings normalized to LF)."""
+    path = resources.files("npulab").joinpath("templates", "windows", name)
+    return ScriptTemplate(path.read_text(encoding="utf-8").replace("\r\n", "\n"))
+
+
+def fill(name: str, values: Mapping[str, str]) -> list[str]:
+    """The lines of template ``name`` with ``values`` (already quoted for the script's shell)
+    substituted."""
+    text = template(name).substitute(values)
+    return text.removesuffix("\n").split("\n")
 
 
 def safe_name(value: str) -> str:

@@ -1,24 +1,36 @@
-"""The Windows build steps (pure): planner for :data:`npulab.windows.plan.PLANNERS`, and scripts.
+"""The Windows build steps (pure): one :class:`WinStep` record per step, in build order, and
+the scripts rendered from their templates; planner for :data:`npulab.windows.plan.PLANNERS`.
 
-Each step is one script in ``build/<recipe>/scripts/`` (``NN-<step>.cmd`` or ``.ps1``). Steps
-that change the machine write a stamp holding the digest of their own script text into
+Each step is one script in ``build/<recipe>/scripts/`` named by the step (``ops-cpp.cmd``), its
+body the template file of the same name under ``npulab/templates/windows/``. Steps that change
+the machine (``stamped``) write a stamp holding the digest of their own script text into
 ``build/<recipe>/.npulab-win/`` and skip themselves when the stamp matches (idempotent); the
-prerequisite and import checks are read-only and always run.
+check-only steps (prerequisites, LFS objects, import) are read-only and always run.
+
+Adding a step: one record in :data:`WIN_STEPS` and one template file.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from npulab import paths
 from npulab.build.plan import Options, Step
-from npulab.quoting import quote_pwsh
+from npulab.quoting import cmd_set_value, quote_pwsh
 from npulab.recipe import Recipe
-from npulab.windows.lfs import LfsObject, lfs_ps1, pointer_objects
-from npulab.windows.script import CRLF, CmdScript, env_lines_cmd, env_lines_ps1, safe_name
+from npulab.windows.lfs import (
+    EXIT_NO_GIT,
+    EXIT_NOT_FETCHED,
+    POINTER_VERSION,
+    SMUDGE_ARGS,
+    LfsObject,
+    objects_table,
+    pointer_objects,
+)
+from npulab.windows.script import CRLF, CmdScript, env_lines_cmd, env_lines_ps1, fill, safe_name
 
 VSWHERE = "%ProgramFiles(x86)%\\Microsoft Visual Studio\\Installer\\vswhere.exe"
 VC_COMPONENT = "Microsoft.VisualStudio.Component.VC.Tools.x86.x64"
@@ -29,8 +41,44 @@ VS_RANGE_IN_FOR = VS_RANGE.replace(",", "^,").replace(")", "^)")
 ENV_CMD = "npulab-env.cmd"
 ENV_PS1 = "npulab-env.ps1"
 CHECK_LOCK = "check-lock.py"
-#: The mutating steps in order: running one invalidates the host stamps of those after it.
-STAMPED = ("conda-env", "pip-lock", "ops-cpp")
+Shell = Literal["cmd", "powershell"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class WinStep:
+    """One Windows build step: everything about it but its script text (its template)."""
+
+    #: The plan's step name (``win-<template stem>``).
+    name: str
+    shell: Shell
+    #: The template file under ``npulab/templates/windows/``; also the script's name in
+    #: ``scripts/``. A ``.cmd`` template is the body after the common prelude.
+    template: str
+    #: The :class:`TreeFacts` fields the script renders (its ``rem input:`` lines, the LFS
+    #: table): a change to one of them changes this script and no other.
+    reads: tuple[str, ...] = ()
+    #: Seconds it may run before it is stopped (its partial log is kept).
+    timeout: float
+    #: Changes the machine: skipped while the host's stamp holds this script's digest, and
+    #: running it invalidates the stamps of the stamped steps after it. Otherwise check-only:
+    #: it reads the host as it is and runs every build.
+    stamped: bool
+    #: What it does, for the plan (``invoke build --dry-run``) and docs.
+    does: str
+
+    @property
+    def script(self) -> str:
+        return self.template
+
+    @property
+    def stem(self) -> str:
+        """``ops-cpp`` for ``ops-cpp.cmd``: the name of its stamp and its log."""
+        return self.template.rsplit(".", 1)[0]
+
+    @property
+    def kind(self) -> str:
+        """The executor's runner: ``winscript`` (stamped) or ``wincheck`` (always runs)."""
+        return "winscript" if self.stamped else "wincheck"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,21 +118,134 @@ def _sha(path: Path, absent: str = "not-staged") -> str:
         return absent
 
 
+VS_DOES = f"VS 2019 C++ v142 (vswhere -version {VS_RANGE} -requires {VC_COMPONENT})"
+
+#: The Windows steps in build order. Timeouts are generous bounds for a conda solve or the
+#: ops\\cpp compile on a laptop, there so a hung step cannot hang a build.
+WIN_STEPS: tuple[WinStep, ...] = (
+    WinStep(
+        name="win-prereqs",
+        shell="powershell",
+        template="prereqs.ps1",
+        timeout=300.0,
+        stamped=False,
+        does=f"check conda, git + git lfs, {VS_DOES}, cmake, LongPathsEnabled",
+    ),
+    WinStep(
+        name="win-lfs",
+        shell="powershell",
+        template="lfs.ps1",
+        reads=("lfs_objects",),
+        timeout=3600.0,
+        stamped=False,
+        does="fetch the LFS objects under <upstream.lfs.include> by oid (git lfs smudge against "
+        "<upstream.repo_url>), verify sha256 + size, replace the pointers",
+    ),
+    WinStep(
+        name="win-conda-env",
+        shell="cmd",
+        template="conda-env.cmd",
+        reads=("env_file_sha256",),
+        timeout=3600.0,
+        stamped=True,
+        does="conda env create (or update) -n <env.name> -f <patched env.yaml>",
+    ),
+    WinStep(
+        name="win-pip-lock",
+        shell="cmd",
+        template="pip-lock.cmd",
+        reads=("lock_sha256",),
+        timeout=3600.0,
+        stamped=True,
+        does="pip install --require-hashes --no-deps -r <env.lock>, then check-lock.py (no drift)",
+    ),
+    WinStep(
+        name="win-ops-cpp",
+        shell="cmd",
+        template="ops-cpp.cmd",
+        reads=("ops_cpp_sha256",),
+        timeout=3600.0,
+        stamped=True,
+        does="one cmd session: vcvars64.bat (VS 2019 via vswhere), conda activate, call setup.bat, "
+        "pip install ops\\cpp --force-reinstall",
+    ),
+    WinStep(
+        name="win-import-check",
+        shell="cmd",
+        template="import-check.cmd",
+        timeout=600.0,
+        stamped=False,
+        does="call npulab-env.cmd (DEVICE, PYTORCH_AIE_PATH, PATH, PYTHONPATH), "
+        'python -c "import qlinear, RyzenAI"',
+    ),
+)
+STEPS_BY_NAME = {step.name: step for step in WIN_STEPS}
+
+
 def _win(path: str) -> str:
     return path.replace("/", "\\")
 
 
-def _stamped(name: str, build: Callable[[CmdScript], None], inputs: Sequence[str] = ()) -> str:
+def _values(recipe: Recipe, shell: Shell) -> dict[str, str]:
+    """What the templates of ``shell`` may name, each value quoted for where it stands: in a
+    ``.cmd``, plain names (:func:`safe_name`) and ``set "NAME=..."`` values
+    (:func:`cmd_set_value`); in a ``.ps1``, PowerShell literals (:func:`quote_pwsh`). Fixed
+    template text (``vswhere``, exit codes) is trusted as it is."""
+    if shell == "powershell":
+        return {
+            "repo_url": quote_pwsh(recipe.upstream.repo_url),
+            "vs_range": quote_pwsh(VS_RANGE),
+            "vc_component": quote_pwsh(VC_COMPONENT),
+            "smudge_args": ", ".join(quote_pwsh(a) for a in SMUDGE_ARGS),
+            "pointer_version": POINTER_VERSION,
+            "exit_no_git": str(EXIT_NO_GIT),
+            "exit_not_fetched": str(EXIT_NOT_FETCHED),
+        }
+    return {
+        "env_name": safe_name(recipe.env.name),
+        "env_file": cmd_set_value(_win(recipe.env.env_file)),
+        "lock_name": cmd_set_value(_win(recipe.env.lock).rsplit("\\", 1)[-1]),
+        "stack": cmd_set_value(_win(recipe.upstream.subdir)),
+        "vswhere": VSWHERE,
+        "vs_range_in_for": VS_RANGE_IN_FOR,
+        "vc_component": VC_COMPONENT,
+        "check_lock": CHECK_LOCK,
+        "env_cmd": ENV_CMD,
+    }
+
+
+def _facts(facts: TreeFacts, reads: tuple[str, ...]) -> dict[str, str]:
+    """Only the facts a step declares it reads: a template naming another one fails to render."""
+    out = {}
+    for name in reads:
+        if name == "lfs_objects":
+            out[name] = objects_table(facts.lfs_objects)
+        else:
+            out[name] = str(getattr(facts, name))
+    return out
+
+
+def render_step(step: WinStep, recipe: Recipe, facts: TreeFacts) -> str:
+    """The script text of ``step``: its template filled in; a ``.cmd`` gets the common prelude,
+    and a stamped one the stamp check around its body."""
+    body = fill(step.template, {**_values(recipe, step.shell), **_facts(facts, step.reads)})
+    if step.shell == "powershell":
+        return CRLF.join(body) + CRLF
+    if step.stamped:
+        return _stamped(step, body)
+    return CmdScript(lines=[*CmdScript().lines, *body]).text()
+
+
+def _stamped(step: WinStep, body: list[str]) -> str:
     """A mutating step: skipped when its stamp holds this script's digest.
 
-    ``inputs`` become ``rem input:`` lines (digests of what the step reads), so they are part of
-    the digest. Running the step first removes its own stamp and those of the later steps in
-    :data:`STAMPED` (they built on what this step is about to change)."""
-    body = CmdScript(lines=[f"rem input: {line}" for line in inputs])
-    build(body)
-    digest = hashlib.sha256("\r\n".join(body.lines).encode()).hexdigest()[:32]
+    The body's ``rem input:`` lines (digests of what the step reads) are part of the digest.
+    Running the step first empties its own stamp and those of the stamped steps after it in
+    :data:`WIN_STEPS` (they built on what this step is about to change)."""
+    digest = hashlib.sha256("\r\n".join(body).encode()).hexdigest()[:32]
+    name = safe_name(step.stem)
     s = CmdScript()
-    stamp = f"%NPULAB_STATE%\\{safe_name(name)}.stamp"
+    stamp = f"%NPULAB_STATE%\\{name}.stamp"
     s.cmd('if not exist "%NPULAB_STATE%" mkdir "%NPULAB_STATE%"')
     s.raw(
         f'findstr /x /c:{digest} "{stamp}" >nul 2>nul',
@@ -92,193 +253,14 @@ def _stamped(name: str, build: Callable[[CmdScript], None], inputs: Sequence[str
     )
     # findstr left errorlevel 1; VER clears it (TYPE below would too, but only on success).
     s.cmd("ver >nul")
-    later = STAMPED[STAMPED.index(name) :] if name in STAMPED else (name,)
-    for other in later:
+    stamped = [w for w in WIN_STEPS if w.stamped]
+    for other in stamped[stamped.index(step) :]:
         # An empty stamp never matches a digest: this step and the later ones will run.
-        s.cmd(f'type nul >"%NPULAB_STATE%\\{other}.stamp"')
-    s.lines += body.lines
+        s.cmd(f'type nul >"%NPULAB_STATE%\\{other.stem}.stamp"')
+    s.lines += body
     s.cmd(f'>"{stamp}" echo {digest}')
     s.raw("exit /b 0", ":uptodate", f"echo {name}: up to date (stamp {digest})", "exit /b 0")
     return s.text()
-
-
-def _activate(s: CmdScript, env_name: str) -> None:
-    s.cmd(f'call "%NPULAB_CONDA_ROOT%\\condabin\\conda.bat" activate {safe_name(env_name)}')
-
-
-def prereqs_ps1(recipe: Recipe, facts: TreeFacts) -> str:
-    """Read-only: conda, git + git lfs, VS 2019 C++ v142 (vswhere), cmake, long paths."""
-    lines = [
-        "$ErrorActionPreference = 'Stop'",
-        "$missing = @()",
-        "$condaRoot = if ($env:NPULAB_CONDA_ROOT) { $env:NPULAB_CONDA_ROOT } "
-        "else { Join-Path $env:USERPROFILE 'miniconda3' }",
-        "if (-not (Test-Path (Join-Path $condaRoot 'condabin\\conda.bat'))) "
-        '{ $missing += "conda (Miniconda at $condaRoot; set NPULAB_CONDA_ROOT)" }',
-        "if (-not (Get-Command git -ErrorAction SilentlyContinue)) { $missing += 'git' }",
-        # Windows PowerShell 5.1 turns a native program's redirected stderr into a terminating
-        # error under 'Stop': relax it around the one probe that writes to stderr when absent.
-        "else { $ErrorActionPreference = 'Continue'; & git lfs version *> $null; "
-        "$lfsOk = $LASTEXITCODE -eq 0; $ErrorActionPreference = 'Stop'; "
-        "if (-not $lfsOk) { $missing += 'git lfs' } }",
-        "$vswhere = Join-Path ${env:ProgramFiles(x86)} "
-        "'Microsoft Visual Studio\\Installer\\vswhere.exe'",
-        "$vs = $null",
-        "if (Test-Path $vswhere) { $vs = & $vswhere -products '*' -version "
-        f"{quote_pwsh(VS_RANGE)} -requires {quote_pwsh(VC_COMPONENT)} -property installationPath "
-        "| Select-Object -First 1 }",
-        "if (-not $vs) { $missing += 'Visual Studio 2019 with the C++ v142 x64 tools' }",
-        "if (-not (Get-Command cmake -ErrorAction SilentlyContinue) -and -not ($vs -and "
-        "(Test-Path (Join-Path $vs 'Common7\\IDE\\CommonExtensions\\Microsoft\\CMake'))))"
-        " { $missing += 'cmake' }",
-        "$lp = Get-ItemProperty -Path 'HKLM:\\SYSTEM\\CurrentControlSet\\Control\\FileSystem' "
-        "-Name LongPathsEnabled -ErrorAction SilentlyContinue",
-        "if (-not $lp -or $lp.LongPathsEnabled -ne 1) { $missing += 'LongPathsEnabled=1' }",
-        "if ($missing.Count -gt 0) {",
-        "  Write-Output ('missing prerequisites: ' + ($missing -join ', '))",
-        "  Write-Output 'fix: install them (docs/windows-build.md, invoke lab.provision)'",
-        "  exit 1",
-        "}",
-        'Write-Output "prerequisites present (VS 2019 at $vs)"',
-        "exit 0",
-    ]
-    return CRLF.join(lines) + CRLF
-
-
-def lfs_step_ps1(recipe: Recipe, facts: TreeFacts) -> str:
-    """Fetch every LFS object the staged tree lacks by oid (:mod:`npulab.windows.lfs`)."""
-    return lfs_ps1(recipe, facts.lfs_objects)
-
-
-def conda_env_cmd(recipe: Recipe, facts: TreeFacts) -> str:
-    name = safe_name(recipe.env.name)
-
-    def body(s: CmdScript) -> None:
-        s.set("NPULAB_ENV_FILE", _win(recipe.env.env_file))
-        s.raw('set "NPULAB_ENV_FILE=%NPULAB_TREE%\\%NPULAB_ENV_FILE%"')
-        s.raw(
-            f'if exist "%NPULAB_CONDA_ROOT%\\envs\\{name}\\python.exe" goto :update',
-        )
-        s.cmd(
-            'call "%NPULAB_CONDA_ROOT%\\condabin\\conda.bat" env create -n '
-            f'{name} -f "%NPULAB_ENV_FILE%"'
-        )
-        s.raw("goto :done", ":update")
-        s.cmd(
-            'call "%NPULAB_CONDA_ROOT%\\condabin\\conda.bat" env update -n '
-            f'{name} -f "%NPULAB_ENV_FILE%"'
-        )
-        s.raw(":done")
-
-    return _stamped("conda-env", body, [f"env.yaml sha256 {facts.env_file_sha256}"])
-
-
-def pip_lock_cmd(recipe: Recipe, facts: TreeFacts) -> str:
-    """Install the hash-locked requirements, then refuse drift (exit 5 naming the packages)."""
-    lock = _win(recipe.env.lock).rsplit("\\", 1)[-1]
-
-    def body(s: CmdScript) -> None:
-        _activate(s, recipe.env.name)
-        s.set("NPULAB_LOCK", lock)
-        s.cmd(
-            'python -m pip install --require-hashes --no-deps -r "%~dp0%NPULAB_LOCK%"',
-        )
-        s.cmd(f'python "%~dp0{CHECK_LOCK}" "%~dp0%NPULAB_LOCK%"')
-
-    return _stamped("pip-lock", body, [f"{lock} sha256 {facts.lock_sha256}"])
-
-
-def ops_cpp_cmd(recipe: Recipe, facts: TreeFacts) -> str:
-    """VS 2019 dev env, conda env, ``call setup.bat``, ``pip install ops\\cpp`` in ONE session."""
-
-    def body(s: CmdScript) -> None:
-        s.raw(f'set "NPULAB_VSWHERE={VSWHERE}"', 'set "NPULAB_VS="')
-        s.cmd(
-            'for /f "usebackq delims=" %%i in (`"%NPULAB_VSWHERE%" -products * -version '
-            f"{VS_RANGE_IN_FOR} -requires {VC_COMPONENT} -property installationPath`) "
-            'do set "NPULAB_VS=%%i"'
-        )
-        s.raw("if not defined NPULAB_VS exit /b 3")
-        s.cmd('call "%NPULAB_VS%\\VC\\Auxiliary\\Build\\vcvars64.bat"')
-        _activate(s, recipe.env.name)
-        s.set("NPULAB_STACK", _win(recipe.upstream.subdir))
-        s.cmd('cd /d "%NPULAB_TREE%\\%NPULAB_STACK%"')
-        s.cmd("call setup.bat")
-        s.cmd("python -m pip install ops\\cpp --force-reinstall")
-
-    return _stamped("ops-cpp", body, [f"ops\\cpp and setup.bat sha256 {facts.ops_cpp_sha256}"])
-
-
-def import_check_cmd(recipe: Recipe, facts: TreeFacts) -> str:
-    s = CmdScript()
-    _activate(s, recipe.env.name)
-    s.cmd(f'call "%~dp0{ENV_CMD}"')
-    s.cmd("python -c \"import os, qlinear, RyzenAI; print(os.environ['DEVICE'], RyzenAI)\"")
-    s.raw("exit /b 0")
-    return s.text()
-
-
-Renderer = Callable[[Recipe, TreeFacts], str]
-
-#: (step name, script suffix, renderer, what it runs) in build order.
-WIN_STEPS: tuple[tuple[str, str, Renderer, str], ...] = (
-    (
-        "win-prereqs",
-        "ps1",
-        prereqs_ps1,
-        "check conda, git + git lfs, VS 2019 C++ v142 (vswhere -version [16,17) -requires "
-        f"{VC_COMPONENT}), cmake, LongPathsEnabled",
-    ),
-    (
-        "win-lfs",
-        "ps1",
-        lfs_step_ps1,
-        "fetch the LFS objects under <upstream.lfs.include> by oid (git lfs smudge against "
-        "<upstream.repo_url>), verify sha256 + size, replace the pointers",
-    ),
-    (
-        "win-conda-env",
-        "cmd",
-        conda_env_cmd,
-        "conda env create (or update) -n <env.name> -f <patched env.yaml>",
-    ),
-    (
-        "win-pip-lock",
-        "cmd",
-        pip_lock_cmd,
-        "pip install --require-hashes --no-deps -r <env.lock>, then check-lock.py (no drift)",
-    ),
-    (
-        "win-ops-cpp",
-        "cmd",
-        ops_cpp_cmd,
-        "one cmd session: vcvars64.bat (VS 2019 via vswhere), conda activate, call setup.bat, "
-        "pip install ops\\cpp --force-reinstall",
-    ),
-    (
-        "win-import-check",
-        "cmd",
-        import_check_cmd,
-        "call npulab-env.cmd (DEVICE, PYTORCH_AIE_PATH, PATH, PYTHONPATH), "
-        'python -c "import qlinear, RyzenAI"',
-    ),
-)
-
-
-#: Seconds a step may run before it is stopped (its partial log is kept): generous bounds for
-#: a conda solve or the ops\\cpp compile on a laptop, there so a hung step cannot hang a build.
-STEP_TIMEOUTS = {
-    "win-prereqs": 300.0,
-    "win-lfs": 3600.0,
-    "win-conda-env": 3600.0,
-    "win-pip-lock": 3600.0,
-    "win-ops-cpp": 3600.0,
-    "win-import-check": 600.0,
-}
-
-
-def script_name(index: int, step: str, suffix: str) -> str:
-    return f"{index:02d}-{step.removeprefix('win-')}.{suffix}"
 
 
 def render_scripts(recipe: Recipe, facts: TreeFacts | None = None) -> dict[str, str]:
@@ -287,10 +269,7 @@ def render_scripts(recipe: Recipe, facts: TreeFacts | None = None) -> dict[str, 
     ``facts`` come from the staged tree (:meth:`TreeFacts.read`); without them (plans, docs)
     the scripts name their tree inputs as not staged."""
     facts = facts or TreeFacts()
-    out = {
-        script_name(i, name, suffix): render(recipe, facts)
-        for i, (name, suffix, render, _) in enumerate(WIN_STEPS, 1)
-    }
+    out = {step.script: render_step(step, recipe, facts) for step in WIN_STEPS}
     env = runtime_env(recipe)
     out[ENV_CMD] = env_lines_cmd(env)
     out[ENV_PS1] = env_lines_ps1(env)
@@ -344,8 +323,6 @@ def safe_name_path(path: str) -> str:
 
 
 DEFAULT_REMOTE_ROOT = "C:\\npulab\\build"
-#: Step kinds: read-only checks run every build; stamped steps are skipped when up to date.
-KINDS = {"win-prereqs": "wincheck", "win-lfs": "wincheck", "win-import-check": "wincheck"}
 
 
 def remote_root(recipe: Recipe, extra: dict[str, str]) -> str | None:
@@ -395,14 +372,13 @@ def planner(recipe: Recipe, options: Options) -> list[Step]:
                 where="windows",
             )
         )
-    for i, (name, suffix, _, what) in enumerate(WIN_STEPS, 1):
-        script = script_name(i, name, suffix)
+    for win in WIN_STEPS:
         steps.append(
             Step(
-                name=name,
-                kind=KINDS.get(name, "winscript"),
-                description=f"scripts\\{script}: {what}",
-                inputs=(f"winscript:{script}",),
+                name=win.name,
+                kind=win.kind,
+                description=f"scripts\\{win.script}: {win.does}",
+                inputs=(f"winscript:{win.script}",),
                 where="windows",
             )
         )
