@@ -10,15 +10,46 @@ from invoke.exceptions import Exit
 from invoke_tasks._common import config_value, fails_cleanly
 
 
-@task(help={"check": "only check that the committed workflow matches ci/matrix.yaml"})
+@task(help={"check": "only check that the committed workflows match their data"})
 @fails_cleanly
 def render(c: Context, check: bool = False) -> None:
-    """Render .github/workflows/nightly-npu.yml from ci/matrix.yaml."""
-    from npulab.ci.nightly import render_workflow
+    """Render nightly-npu.yml (ci/matrix.yaml) and windows-e2e.yml (ci/windows-e2e.yaml)."""
+    from npulab.ci.nightly import render_e2e_workflow, render_workflow
 
-    if not render_workflow(check=check):
-        msg = "nightly-npu.yml differs from ci/matrix.yaml: run `invoke ci.render`"
+    stale = [
+        f"{name} differs from {data}"
+        for name, data, current in (
+            ("nightly-npu.yml", "ci/matrix.yaml", render_workflow(check=check)),
+            ("windows-e2e.yml", "ci/windows-e2e.yaml", render_e2e_workflow(check=check)),
+        )
+        if not current
+    ]
+    if stale:
+        msg = "; ".join(stale) + ": run `invoke ci.render`"
         raise Exit(msg, code=1)
+
+
+@task(name="e2e-pins", help={"out": "output directory (installers.json, inventory/)"})
+@fails_cleanly
+def e2e_pins(c: Context, out: str = "e2e") -> None:
+    """Hosted Windows job: download the installers, print their sha256, write its inventory."""
+    from pathlib import Path
+
+    from npulab.ci.e2e import load_e2e
+    from npulab.ci.e2e_pins import run_pins
+
+    run_pins(load_e2e(), Path(out))
+
+
+@task(name="e2e-summary", help={"dir": "the job's output directory (steps.jsonl)"})
+@fails_cleanly
+def e2e_summary(c: Context, dir: str = "e2e") -> None:
+    """Hosted Windows job: one table of every step (result, time, expected vs actual)."""
+    from pathlib import Path
+
+    from npulab.ci.e2e_summary import run_summary
+
+    print(run_summary(Path(dir)))
 
 
 @task(
@@ -122,5 +153,5 @@ def lint(c: Context) -> None:
 
 
 ns = Collection("ci")
-for _t in (render, report, summary, drift, runner_status, lint):
+for _t in (render, report, summary, drift, runner_status, lint, e2e_pins, e2e_summary):
     ns.add_task(_t)

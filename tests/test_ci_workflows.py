@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = ROOT / ".github" / "workflows"
 NIGHTLY = WORKFLOWS / "nightly-npu.yml"
 CI = WORKFLOWS / "ci.yml"
+E2E = WORKFLOWS / "windows-e2e.yml"
 
 
 def load(path: Path) -> dict[Any, Any]:
@@ -110,7 +111,7 @@ def test_only_schedule_and_dispatch_trigger_the_self_hosted_jobs() -> None:
     assert order == sorted(order)
 
 
-@pytest.mark.parametrize("path", [NIGHTLY, CI], ids=["nightly", "ci"])
+@pytest.mark.parametrize("path", [NIGHTLY, CI, E2E], ids=["nightly", "ci", "windows-e2e"])
 def test_jobs_have_least_permissions_and_timeouts(path: Path) -> None:
     data = load(path)
     assert data["permissions"] == {}
@@ -137,7 +138,7 @@ def test_actions_are_pinned_by_sha_with_a_version_comment(path: Path) -> None:
             assert step["with"]["persist-credentials"] is False
 
 
-@pytest.mark.parametrize("path", [NIGHTLY, CI], ids=["nightly", "ci"])
+@pytest.mark.parametrize("path", [NIGHTLY, CI, E2E], ids=["nightly", "ci", "windows-e2e"])
 def test_run_steps_take_values_through_env_and_check_exit_codes(path: Path) -> None:
     for job_name, job, step in steps(path):
         run = step.get("run")

@@ -109,8 +109,19 @@ def job_summary(machine_id: str, build_dir: Path, *, matrix: Matrix | None = Non
 
 def render_workflow(*, check: bool, matrix: Matrix | None = None) -> bool:
     """Write the nightly workflow from the matrix; ``check``: only say if it is current."""
-    text = workflow.render_nightly(matrix or load_matrix())
-    path = workflow.nightly_path()
+    return _render_to(
+        workflow.nightly_path(), workflow.render_nightly(matrix or load_matrix()), check
+    )
+
+
+def render_e2e_workflow(*, check: bool) -> bool:
+    """Write the hosted Windows job from ``ci/windows-e2e.yaml``; ``check``: only compare."""
+    from npulab.ci import e2e
+
+    return _render_to(e2e.workflow_path(), e2e.render(e2e.load_e2e()), check)
+
+
+def _render_to(path: Path, text: str, check: bool) -> bool:
     current = path.read_text(encoding="utf-8") if path.exists() else None
     if check:
         return current == text
