@@ -132,8 +132,10 @@ def inventory_files(e2e: E2E, pins: list[Pin], root: Path | None = None) -> dict
             }
         }
     }
-    provisioning = {
-        "npulab_installer_dir": lab.get("npulab_installer_dir", "C:\\npulab-cache\\installers"),
+    provisioning: dict[str, Any] = {
+        k: lab[k] for k in ("npulab_installer_dir",) if k in lab
+    }  # the lab's own settings beside the pins (the layout's defaults otherwise)
+    provisioning |= {
         "npulab_provision_installers": [p.key for p in pins],
         "npulab_installers": {
             p.key: {"version": p.version, "file": p.file, "url": p.url, "sha256": p.sha256}
