@@ -49,6 +49,7 @@ from npulab.testing.fleet import FakeFleet, SimHost
 from tests.gitrepo import git, make_patch, make_upstream, write_series
 from tests.test_build import DLL, MODELING
 from tests.test_ci_e2e import _bodies, _session
+from tests.test_winrun import ALL
 from tests.winhost import BuildHost
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -83,7 +84,7 @@ def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runner]:
     host = FakeHost(data.host, preset("no-npu"), password=password)
     model = BuildHost(host)
     # No NPU driver: the import check's documented exit code (docs/windows-build.md).
-    model.codes["06-import-check.cmd"] = 6
+    model.codes["import-check.cmd"] = 6
     with FakeFleet([SimHost(host, data.chip)]) as fleet:
         keep = {k: v for k, v in os.environ.items() if not k.startswith(("NPULAB_", "GITHUB_"))}
         env = keep | {
@@ -220,16 +221,14 @@ def test_the_workflows_controller_lines_run_against_the_simulated_lab(
 
     # The two builds: everything before the import check ran once, then only the checks.
     ran_scripts = runner.host.ran
-    assert ran_scripts[:6] == [
-        "01-prereqs.ps1", "02-lfs.ps1", "03-conda-env.cmd", "04-pip-lock.cmd",
-        "05-ops-cpp.cmd", "06-import-check.cmd"]  # fmt: skip
-    assert ran_scripts[6:] == ["01-prereqs.ps1", "02-lfs.ps1", "06-import-check.cmd"]
+    assert ran_scripts[:6] == ALL
+    assert ran_scripts[6:] == ["prereqs.ps1", "lfs.ps1", "import-check.cmd"]
     records = {r["id"]: r for r in map(json.loads, (out / "steps.jsonl").read_text().splitlines())}
     assert set(records) == {"probe", "build", "build-again"}
     assert all(r["ok"] for r in records.values())
     again = records["build-again"]["build_steps"]
     assert again["win-ops-cpp"]["status"] == "up-to-date"
-    step_log = runner.checkout / "build" / data.recipe / "logs" / "06-import-check.log"
+    step_log = runner.checkout / "build" / data.recipe / "logs" / "import-check.log"
     assert step_log.read_text().endswith("--- exit code 6\n")
 
     summary = (out / "summary.md").read_text()
