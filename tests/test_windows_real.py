@@ -368,15 +368,17 @@ def test_stamped_steps_with_stub_tools(tmp_path: Path) -> None:
 def _powershell_file(
     text: str, tmp_path: Path, env: dict[str, str] | None = None
 ) -> tuple[int, str]:
-    """Run a script the way the local transport does: powershell.exe -File (5.1, BOM-less
-    UTF-8 files hold ASCII only here)."""
-    path = tmp_path / "npulab-script.ps1"
-    path.write_bytes(text.encode("utf-8"))
-    done = subprocess.run(
-        ["powershell.exe", "-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass",
-         "-File", str(path)],
-        capture_output=True, encoding="utf-8", errors="replace", env={**os.environ, **(env or {})},
-    )  # fmt: skip
+    """Run a script the way npulab does on this machine: LocalTransport.run_script
+    (powershell.exe -File on a temporary .ps1)."""
+    from npulab.transport.local import LocalTransport
+
+    saved = dict(os.environ)
+    os.environ.update(env or {})
+    try:
+        done = LocalTransport().run_script(text, shell="powershell", check=False)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
     return done.returncode, done.stdout + done.stderr
 
 
@@ -391,7 +393,7 @@ def _build_host():  # type: ignore[no-untyped-def]
 def test_stamp_read(present: bool, tmp_path: Path) -> None:
     from npulab.windows.steps import stamp_read_ps1
 
-    root = str(tmp_path / "b 1") if REAL else "C:\\npulab\\b 1"
+    root = str(tmp_path / "构建 Zoë (1)") if REAL else "C:\\npulab\\构建 Zoë (1)"
     script = stamp_read_ps1(root, "ops-cpp.stamp")
     if REAL:
         if present:
@@ -418,7 +420,7 @@ def test_upload_expand_swaps_tree_and_scripts_in(damaged: bool, tmp_path: Path) 
     (out / "scripts").mkdir()
     (out / "scripts" / "03-conda-env.cmd").write_bytes(b"@echo off\r\n")
     archive = winupload.build_archive(out, tmp_path / "parts")
-    root = str(tmp_path / "host root") if REAL else "C:\\npulab\\host root"
+    root = str(tmp_path / "主机 root") if REAL else "C:\\npulab\\主机 root"
     parts = {name: (tmp_path / "parts" / name).read_bytes() for name, _ in archive.parts}
     if damaged:
         first = next(iter(parts))
@@ -515,3 +517,25 @@ def test_lfs_step_fetches_by_oid_from_the_lfs_server(tmp_path: Path) -> None:
             got = done.stdout
         assert got == data
         assert server.downloads == 1
+
+
+@pytest.mark.parametrize("arg", TABLE)
+def test_argv_through_the_long_command_powershell_script(arg: str, tmp_path: Path) -> None:
+    """WinRM's fallback for a command line over 8000 characters (psscripts.argv_script): the
+    program gets exactly its argv under Windows PowerShell 5.1, whose ``& 'prog' 'arg'`` would
+    drop the quotes of ``say "hi"`` and an empty argument (legacy native argument passing)."""
+    from npulab.transport.psscripts import argv_script
+
+    script = argv_script([_py(), "-c", ECHO, arg, ""], cwd=str(tmp_path) if REAL else "C:\\w")
+    if REAL:
+        rc, out = _powershell_file(script, tmp_path, env=_utf8_env())
+        assert rc == 0, out
+        got = json.loads(out.strip().splitlines()[-1])
+    else:
+        from tests.pwsh import bad_nodes, string_values
+
+        assert bad_nodes(script) == []
+        values = string_values(script)
+        assert values[0] == _py()
+        got = split_argv(values[1])[2:]  # ProcessStartInfo.Arguments goes to CreateProcess as is
+    assert got == [arg, ""]

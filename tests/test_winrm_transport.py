@@ -111,10 +111,10 @@ def test_long_command_line_is_not_sent_through_cmd(host: FakeHost, server: WSMan
     host.on("script:*", lambda _a, text: scripts.append(text or "") or Response("via script"))  # type: ignore[func-returns-value]
     result = _transport(server).run(["tool.exe", "x" * 9000], cwd="C:\\w", env={"A": "1"})
     assert result.stdout == "via script"  # routed over stdin, not a 9 KB command line
-    assert scripts[0].splitlines()[:2] == [
-        "[Environment]::SetEnvironmentVariable('A', '1')",
-        "Set-Location -LiteralPath 'C:\\w'",
-    ]
+    lines = scripts[0].splitlines()
+    assert lines[0] == "[Environment]::SetEnvironmentVariable('A', '1')"
+    assert "$psi.WorkingDirectory = 'C:\\w'" in lines
+    assert "$psi.FileName = 'tool.exe'" in lines
 
 
 def test_dropped_receive_is_retried_without_rerunning(host: FakeHost, server: WSManServer) -> None:
@@ -443,3 +443,20 @@ def test_a_script_damaged_in_transit_is_not_run_and_says_so(
         with pytest.raises(TransportError, match=r"arrived damaged \(sha256 mismatch\)"):
             _transport(server).run_script(script, shell="powershell", check=check)
     assert ran == []
+
+
+def test_local_powershell_scripts_are_written_with_a_bom(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows PowerShell 5.1 reads a BOM-less .ps1 as ANSI: a non-ASCII path in a stamp read
+    or upload script would arrive garbled. The local transport writes UTF-8 with a BOM."""
+    from npulab.transport import local
+
+    seen: dict[str, bytes] = {}
+
+    def fake_run(*argv: str, **_kw: object) -> local.cmd.Completed:
+        seen["script"] = Path(argv[-1]).read_bytes()
+        return local.cmd.Completed(argv=argv, returncode=0, stdout="", stderr="")
+
+    monkeypatch.setattr(local.cmd, "run", fake_run)
+    local.LocalTransport().run_script("Write-Output 'D:\\构建'", shell="powershell")
+    assert seen["script"].startswith(b"\xef\xbb\xbf")
+    assert seen["script"][3:].decode("utf-8") == "Write-Output 'D:\\构建'"

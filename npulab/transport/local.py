@@ -89,7 +89,10 @@ class LocalTransport:
             )
         fd, name = tempfile.mkstemp(prefix="npulab-", suffix=suffix)
         try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            # Windows PowerShell 5.1 reads a .ps1 without a byte order mark in the ANSI code
+            # page: the BOM makes it read a non-ASCII path in the script as written.
+            encoding = "utf-8-sig" if suffix == ".ps1" else "utf-8"
+            with os.fdopen(fd, "w", encoding=encoding, newline="") as fh:
                 fh.write(text)
             return cmd.run(*prefix, name, timeout=timeout, check=check, on_output=on_output)
         finally:

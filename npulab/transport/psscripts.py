@@ -20,7 +20,7 @@ from __future__ import annotations
 import base64
 import hashlib
 
-from npulab.quoting import quote_pwsh
+from npulab.quoting import quote_argv, quote_pwsh
 
 POWERSHELL = ("powershell.exe", "-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass")
 #: Raw bytes per stdin line: base64 (x4/3) inside a base64 SOAP body (x4/3) stays well below
@@ -162,3 +162,33 @@ OEM_CODEPAGE_ARGV = (
     "/v",
     "OEMCP",
 )
+
+
+def argv_script(
+    argv: list[str] | tuple[str, ...], env: dict[str, str] | None = None, cwd: str | None = None
+) -> str:
+    """PowerShell that starts ``argv`` exactly (for a command line too long for cmd.exe).
+
+    Not ``& 'prog' 'arg'``: Windows PowerShell 5.1 passes native arguments the legacy way (it
+    wraps one holding a space in quotes without escaping the quotes inside, and drops an empty
+    one), so ``say "hi"`` or ``""`` would not arrive. ProcessStartInfo.Arguments takes the
+    Win32 command line :func:`npulab.quoting.quote_argv` builds, verbatim; the child inherits
+    this shell's output handles, so its output streams as a plain command's would."""
+    lines = [
+        f"[Environment]::SetEnvironmentVariable({quote_pwsh(k)}, {quote_pwsh(v)})"
+        for k, v in (env or {}).items()
+    ]
+    lines += [
+        "$psi = New-Object System.Diagnostics.ProcessStartInfo",
+        f"$psi.FileName = {quote_pwsh(argv[0])}",
+        f"$psi.Arguments = {quote_pwsh(quote_argv(argv[1:]))}",
+        "$psi.UseShellExecute = $false",
+    ]
+    if cwd:
+        lines.append(f"$psi.WorkingDirectory = {quote_pwsh(cwd)}")
+    lines += [
+        "$p = [System.Diagnostics.Process]::Start($psi)",
+        "$p.WaitForExit()",
+        "exit $p.ExitCode",
+    ]
+    return "\n".join(lines)

@@ -29,7 +29,7 @@ from npulab import log
 from npulab.cmd import Completed, OutputSink
 from npulab.errors import CommandError, TransportError
 from npulab.hosts.credentials import Credentials, redact
-from npulab.quoting import quote_argv, quote_pwsh
+from npulab.quoting import quote_argv
 from npulab.transport import Shell, psscripts
 from npulab.transport.decode import clixml_to_text, decode_output, is_utf8
 from npulab.transport.faults import Fault, MaybeStarted, classify
@@ -318,14 +318,7 @@ class WinRMTransport(RemoteFiles):
             return Completed(argv=args, returncode=0, stdout="", stderr="", dry_run=True)
         if len(line) > 8000:
             # too long for one command line: the same call from a script sent over stdin
-            prelude = [
-                f"[Environment]::SetEnvironmentVariable({quote_pwsh(k)}, {quote_pwsh(v)})"
-                for k, v in (env or {}).items()
-            ]
-            if cwd:
-                prelude.append(f"Set-Location -LiteralPath {quote_pwsh(cwd)}")
-            call = "& " + " ".join(quote_pwsh(a) for a in args)
-            script = "\n".join([*prelude, call, "exit $LASTEXITCODE"])
+            script = psscripts.argv_script(args, dict(env or {}), cwd)
             return self.run_script(
                 script,
                 shell="powershell",
