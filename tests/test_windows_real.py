@@ -210,6 +210,9 @@ PS1_NAMES = sorted(_rendered_ps1())
 def test_rendered_ps1_parses_in_windows_powershell(name: str, tmp_path: Path) -> None:
     text = _rendered_ps1()[name]
     assert text.startswith(("$ErrorActionPreference = 'Stop'", "# npulab-script")), name
+    if name.endswith(".ps1"):
+        # Written into scripts\ without a BOM and run with -File: 5.1 reads them as ANSI.
+        assert text.isascii(), name
     if REAL:
         path = tmp_path / "s.ps1"
         path.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
