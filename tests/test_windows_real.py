@@ -340,27 +340,27 @@ def test_stamped_steps_with_stub_tools(tmp_path: Path) -> None:
     m = StepMachine(tmp_path)
     page = m.console_page()
     m.write("a")
-    rc, _, after = m.run("03-conda-env.cmd")
+    rc, _, after = m.run("conda-env.cmd")
     assert (rc, after) == (0, page)
     calls = m.conda_calls()
     assert [c[:4] for c in calls] == [["env", "create", "-n", m.recipe.env.name]]
     assert calls[0][-1].endswith("\\env.yaml")
     assert (m.stamp("conda-env") or "").strip() == winsteps.stamp_digest(
-        m.texts["03-conda-env.cmd"]
+        m.texts["conda-env.cmd"]
     )
-    rc, out, after = m.run("03-conda-env.cmd")
+    rc, out, after = m.run("conda-env.cmd")
     assert (rc, after) == (0, page)
     assert "conda-env: up to date" in out
     assert len(m.conda_calls()) == 1, "skipped: conda not run again"
     m.write("b")  # env.yaml changed, and conda now fails
     m.conda_rc = 2
-    rc, _, after = m.run("03-conda-env.cmd")
+    rc, _, after = m.run("conda-env.cmd")
     assert (rc, after) == (2, page)
     assert m.stamp("conda-env") == ""
     assert m.stamp("pip-lock") == ""
     assert m.stamp("ops-cpp") == ""
     m.conda_rc = 0
-    rc, out, after = m.run("06-import-check.cmd")
+    rc, out, after = m.run("import-check.cmd")
     assert (rc, after) == (0, page), out
     assert "phx <module 'RyzenAI'" in out
 
@@ -421,7 +421,7 @@ def test_upload_expand_swaps_tree_and_scripts_in(damaged: bool, tmp_path: Path) 
     (out / "tree" / "example").mkdir(parents=True)
     (out / "tree" / "example" / "env.yaml").write_text("name: x\n")
     (out / "scripts").mkdir()
-    (out / "scripts" / "03-conda-env.cmd").write_bytes(b"@echo off\r\n")
+    (out / "scripts" / "conda-env.cmd").write_bytes(b"@echo off\r\n")
     archive = winupload.build_archive(out, tmp_path / "parts")
     root = str(tmp_path / "主机 root") if REAL else "C:\\npulab\\主机 root"
     parts = {name: (tmp_path / "parts" / name).read_bytes() for name, _ in archive.parts}
@@ -461,13 +461,13 @@ def test_upload_expand_swaps_tree_and_scripts_in(damaged: bool, tmp_path: Path) 
         return
     assert rc == 0, text
     assert read("tree\\example\\env.yaml") == b"name: x\n"
-    assert read("scripts\\03-conda-env.cmd") == b"@echo off\r\n"
+    assert read("scripts\\conda-env.cmd") == b"@echo off\r\n"
     assert read("tree\\stale.txt") is None
     assert (read(".npulab-win\\upload.sha256") or b"").strip() == archive.sha256.encode()
     assert left == []
 
 
-# --- 02-lfs.ps1: real git-lfs against the local LFS test server ------------------------------
+# --- lfs.ps1: real git-lfs against the local LFS test server ------------------------------
 
 
 @pytest.mark.skipif(
@@ -475,7 +475,7 @@ def test_upload_expand_swaps_tree_and_scripts_in(damaged: bool, tmp_path: Path) 
     reason="git-lfs is not installed (apt install git-lfs)",
 )
 def test_lfs_step_fetches_by_oid_from_the_lfs_server(tmp_path: Path) -> None:
-    """Windows: the whole 02-lfs.ps1 under PowerShell 5.1. Here: no PowerShell, so the same
+    """Windows: the whole lfs.ps1 under PowerShell 5.1. Here: no PowerShell, so the same
     smudge by oid (winlfs.SMUDGE_ARGS) with the same git-lfs; both against LfsServer."""
     import dataclasses
     import hashlib
@@ -499,7 +499,7 @@ def test_lfs_step_fetches_by_oid_from_the_lfs_server(tmp_path: Path) -> None:
             (build / "tree" / rel).parent.mkdir(parents=True)
             (build / "tree" / rel).write_text(obj.pointer_text(), encoding="utf-8")
             (build / "scripts").mkdir()
-            script = build / "scripts" / "02-lfs.ps1"
+            script = build / "scripts" / "lfs.ps1"
             script.write_bytes(winlfs.lfs_ps1(recipe, [obj]).encode("utf-8"))
             run = ["powershell.exe", "-NoProfile", "-NonInteractive", "-ExecutionPolicy",
                    "Bypass", "-File", str(script)]  # fmt: skip
