@@ -345,9 +345,7 @@ def test_stamped_steps_with_stub_tools(tmp_path: Path) -> None:
     calls = m.conda_calls()
     assert [c[:4] for c in calls] == [["env", "create", "-n", m.recipe.env.name]]
     assert calls[0][-1].endswith("\\env.yaml")
-    assert (m.stamp("conda-env") or "").strip() == winsteps.stamp_digest(
-        m.texts["conda-env.cmd"]
-    )
+    assert (m.stamp("conda-env") or "").strip() == winsteps.stamp_digest(m.texts["conda-env.cmd"])
     rc, out, after = m.run("conda-env.cmd")
     assert (rc, after) == (0, page)
     assert "conda-env: up to date" in out
