@@ -372,3 +372,29 @@ def test_ansible_reads_the_jobs_inventory(tmp_path: Path) -> None:
     assert host_vars["ansible_connection"] == "winrm"
     assert host_vars["npulab_installers"]["git"]["sha256"] == git.sha256
     assert host_vars["npulab_provision_installers"] == ["git", "miniconda", "vs2019_buildtools"]
+
+
+@pytest.mark.integration
+def test_expected_text_may_be_folded_over_lines(tmp_path: Path) -> None:
+    data = _data(expect={"exit_code": 0, "output": ["the inventory says npulab_chip=7940HS"]})
+    folded = "print(\"msg: 'h reports CPU; the inventory\\n    says npulab_chip=7940HS'\")"
+    assert e2e_step.run_step(data, "s", _py(folded), tmp_path).ok
+
+
+def test_the_winrm_script_the_workflow_calls_exists() -> None:
+    (job,) = load(WORKFLOW)["jobs"].values()
+    run = next(s["run"] for s in job["steps"] if "enable-winrm-localhost.ps1" in s.get("run", ""))
+    text = (ROOT / "ci" / "windows" / "enable-winrm-localhost.ps1").read_text(encoding="utf-8")
+    assert "[string] $HostName" in text
+    assert f"-HostName {e2e.load_e2e().host}" in run
+    assert "::add-mask::$password" in text
+    for name in ("NPULAB_WINRM_USER", "NPULAB_WINRM_PASSWORD"):
+        assert name in text
+        assert name in job["env"]["WSLENV"].split(":")
+
+
+def test_docs_list_every_step() -> None:
+    docs = (ROOT / "docs" / "nightly.md").read_text(encoding="utf-8")
+    section = docs[docs.index("## The hosted Windows job") :]
+    for step in e2e.load_e2e().steps:
+        assert f"`{step.id}`" in section, step.id

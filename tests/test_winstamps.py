@@ -45,6 +45,8 @@ class Host:
                 "vcvars64.bat": self._tool("vcvars64.bat"),
                 "setup.bat": self._tool("setup.bat"),
                 "vswhere.exe": self._vswhere,
+                # The NPU check of import-check.cmd: 0 (a started XDNA1 NPU) unless told.
+                "powershell.exe": self._tool("powershell.exe"),
             },
         )
 
@@ -209,3 +211,30 @@ def test_npulab_env_cmd_adds_no_empty_pythonpath_entry(recipe: Recipe, before: s
     assert entries[0].endswith("\\models\\llama2")
     assert entries[-1] == (before or entries[-1])
     assert len(entries) == 10 + (before is not None)  # TVM_LIBRARY_PATH holds two
+
+
+NO_NPU = "powershell.exe -NoProfile -NonInteractive"
+IMPORT = "python -c import os, qlinear, RyzenAI; print(os.environ['DEVICE'], RyzenAI)"
+
+
+@pytest.mark.parametrize(("python_rc", "said"), [(0, "the build imports"), (1, "fails as well")])
+def test_import_check_without_the_npu_driver_exits_6(
+    recipe: Recipe, python_rc: int, said: str
+) -> None:
+    """Documented exit 6 (docs/windows-build.md): no started XDNA1 NPU; the import is still
+    tried, and the log says how it went."""
+    host = Host(programs={NO_NPU: 1, IMPORT: python_rc})
+    assert host.run(scripts(recipe), "import-check.cmd") == 6
+    assert [r[0] for r in host.ran][-2:] == ["powershell.exe", "python"]
+    printed = [text for stream, text in host.cmd.events if stream == "stdout"]
+    assert any("no XDNA1 NPU with a started driver" in line for line in printed)
+    assert any(said in line for line in printed)
+    assert host.cmd.codepage == "936"
+
+
+def test_import_check_with_the_npu_keeps_pythons_exit_code(recipe: Recipe) -> None:
+    host = Host(programs={IMPORT: 1})
+    assert host.run(scripts(recipe), "import-check.cmd") == 1
+    assert Host().run(scripts(recipe), "import-check.cmd") == 0
+    check = next(r for r in host.ran if r[0] == "powershell.exe")
+    assert "PCI\\VEN_1022&DEV_1502*" in check[-1]

@@ -74,6 +74,17 @@ def run_statuses(data: Mapping[str, Any], since: str) -> dict[str, dict[str, Any
     return {str(k): dict(v) for k, v in steps.items()} if isinstance(steps, dict) else {}
 
 
+def _words(text: str) -> str:
+    return " ".join(text.split())
+
+
+def missing_output(step: Step, output: str) -> list[str]:
+    """The expected texts not in ``output``, whitespace runs counted as one space: Ansible's YAML
+    result format folds long messages over lines."""
+    words = _words(output)
+    return [text for text in step.expect.output if _words(text) not in words]
+
+
 def check(
     step: Step,
     *,
@@ -87,7 +98,7 @@ def check(
     problems = []
     if exit_code != expect.exit_code:
         problems.append(f"exit code {exit_code}, expected {expect.exit_code}")
-    problems += [f"output lacks {text!r}" for text in expect.output if text not in output]
+    problems += [f"output lacks {text!r}" for text in missing_output(step, output)]
     for key, wanted in (("changed", expect.recap_changed), ("failures", expect.recap_failures)):
         if wanted is None:
             continue
@@ -163,7 +174,7 @@ def run_step(
         seconds=seconds,
         exit_code=code,
         expected_exit_code=step.expect.exit_code,
-        missing_output=[t for t in step.expect.output if t not in output],
+        missing_output=missing_output(step, output),
         recap=recap,
         build_steps=build_steps or {},
         expected_steps=dict(step.expect.steps),

@@ -176,7 +176,7 @@ WIN_STEPS: tuple[WinStep, ...] = (
         timeout=600.0,
         stamped=False,
         does="call npulab-env.cmd (DEVICE, PYTORCH_AIE_PATH, PATH, PYTHONPATH), "
-        'python -c "import qlinear, RyzenAI"',
+        'python -c "import qlinear, RyzenAI"; exit 6 without a started XDNA1 NPU',
     ),
 )
 STEPS_BY_NAME = {step.name: step for step in WIN_STEPS}
