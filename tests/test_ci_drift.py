@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import threading
@@ -244,3 +245,18 @@ def test_real_upstream_tag_still_points_at_the_pin() -> None:
         pytest.skip(f"{mirror} holds no tags (a shallow checkout at the commit)")
     recipe = load_recipe(find_recipe("ryzenai-sw-1.1-llama3.1"))
     assert drift.check_upstream(recipe, mirror) == []
+
+
+def test_a_runner_pin_below_the_enforced_minimum_is_drift() -> None:
+    """The shipped pin holds; a pin below min_version is flagged, offline."""
+    from npulab import paths
+
+    shipped = drift.find_installers(paths.project_root() / "ansible")
+    runner = next(i for i in shipped if i.key == "npulab_installers.actions_runner")
+    assert runner.min_version
+    assert drift._version(runner.version or "") >= drift._version(runner.min_version)
+    assert drift.check_minimums(shipped) == []
+    old = dataclasses.replace(runner, version="2.321.0")
+    (found,) = drift.check_minimums([old])
+    assert found.expected == "version 2.321.0"
+    assert f"below the enforced minimum {runner.min_version}" in found.actual

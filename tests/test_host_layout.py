@@ -41,6 +41,9 @@ EXPECTED = {
 }
 
 
+MACHINE_PATH = "C:\\Windows\\system32;C:\\Windows;C:\\Program Files\\Git\\cmd"
+
+
 def _ansible_view(tmp_path: Path) -> dict[str, Any]:
     """What the roles will see: site.yml's vars_files, group_vars and every role's defaults."""
     site = yaml.safe_load(PLAYBOOK.read_text())[0]
@@ -54,10 +57,15 @@ def _ansible_view(tmp_path: Path) -> dict[str, Any]:
     content += "'npulab_host_env': npulab_host_env, 'npulab_host_dirs': npulab_host_dirs, "
     content += "'npulab_stack_environment': npulab_stack_environment, "
     content += "'pinned_python': npulab_installers.python.version, "
+    content += "'gha_runner_env_file': gha_runner_env_file, "
     content += "'npu_driver_dir': npu_driver_dir} | to_json }}"
     play = [{
         "hosts": "localhost", "gather_facts": False, "connection": "local",
-        "vars_files": files, "vars": {"ansible_python_interpreter": sys.executable},
+        "vars_files": files, "vars": {
+            "ansible_python_interpreter": sys.executable,
+            # what the gha_runner role reads from the registry on the host
+            "gha_runner_machine_path": {"stdout": MACHINE_PATH + "\r\n"},
+        },
         "tasks": [{"ansible.builtin.copy": {"content": content, "dest": str(out)}}],
     }]  # fmt: skip
     book = tmp_path / "view.yml"
@@ -81,6 +89,13 @@ def test_roles_render_the_layout(tmp_path: Path) -> None:
     for key in ("NPULAB_CONDA_ROOT", "NPULAB_BUILD_DIR", "NPULAB_CACHE"):
         assert view["npulab_stack_environment"][key] == lay.machine_env()[key]
     assert view["npu_driver_dir"].startswith(lay.cache + "\\")
+    # the runner service reads its .env at start: PATH as the machine has it now (Git's
+    # installer changed it after the SCM took its copy), and the layout's variables
+    env_lines = view["gha_runner_env_file"].split("\n")
+    assert env_lines[-1] == ""
+    runner_env = dict(line.split("=", 1) for line in env_lines[:-1])
+    assert runner_env.pop("PATH") == MACHINE_PATH
+    assert runner_env == {k: v for k, v in lay.machine_env().items() if k != "NPULAB_BUILD_DIR"}
     assert {lay.cache, lay.installer_cache, lay.hf_home, lay.model_root, lay.build_root} == set(
         view["npulab_host_dirs"]
     )

@@ -5,7 +5,8 @@
   recipe or the model lock); for the published checkpoint, the live listing still is the one the
   hub test double serves (:mod:`npulab.model.published`).
 * installers: every pinned installer URL in the Ansible vars still answers (HEAD), with the
-  recorded size when one is given.
+  recorded size when one is given; a pin below its ``min_version`` (the actions runner: GitHub's
+  enforced minimum) is flagged without asking anyone.
 * actions: every ``uses: owner/repo@<sha> # <tag>`` in the workflows: the tag still resolves to
   that sha.
 
@@ -178,6 +179,9 @@ class Installer:
     url: str
     sha256: str | None
     size: int | None
+    version: str | None = None
+    #: The oldest version the far end still accepts (GitHub's enforced runner minimum).
+    min_version: str | None = None
 
 
 def _walk(data: Any, key: str) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -223,9 +227,30 @@ def find_installers(ansible_dir: Path) -> list[Installer]:
                     url,
                     str(sha) if sha else None,
                     size if isinstance(size, int) else None,
+                    str(item["version"]) if item.get("version") is not None else None,
+                    str(item["min_version"]) if item.get("min_version") is not None else None,
                 )
             )
     return found
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(".") if part.isdigit())
+
+
+def check_minimums(installers: list[Installer]) -> list[Drift]:
+    """A pin below its ``min_version`` (offline): GitHub refuses to register a runner older than
+    its enforced minimum, so such a pin cannot provision a new machine."""
+    return [
+        Drift(
+            "installers",
+            f"{item.key} ({item.source})",
+            f"version {item.version}",
+            f"below the enforced minimum {item.min_version}: re-pin a current release",
+        )
+        for item in installers
+        if item.version and item.min_version and _version(item.version) < _version(item.min_version)
+    ]
 
 
 def check_installers(installers: list[Installer], *, timeout: float = 60.0) -> list[Drift]:
@@ -291,6 +316,7 @@ def run_drift(recipe_name: str, options: DriftOptions | None = None) -> list[Dri
         ansible = options.ansible_dir or paths.project_root() / "ansible"
         installers = find_installers(ansible) if ansible.is_dir() else []
         log.info(f"drift: {len(installers)} pinned installer URL(s) under {ansible}")
+        drifts += check_minimums(installers)
         drifts += check_installers(installers, timeout=options.timeout)
     if "actions" not in options.skip:
         from npulab.ci.lint import workflow_files

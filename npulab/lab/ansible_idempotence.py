@@ -62,6 +62,8 @@ def _checks(tasks: list[dict[str, Any]]) -> set[str]:
 
 
 def _accepts_reboot_code(task: dict[str, Any], module: str) -> bool:
+    if task.get("failed_when") is False:  # every exit code, 3010 included; decided later
+        return True
     codes = _args(task, module).get("expected_return_code")
     if isinstance(codes, list) and 3010 in codes:
         return True
