@@ -44,3 +44,20 @@ def config_value(c: Context, key: str, default: Any = None) -> Any:
     """A value from the ``npulab:`` section of invoke.yaml (or INVOKE_NPULAB_* env vars)."""
     section = c.config.get("npulab", {}) or {}
     return section.get(key, default)
+
+
+def seconds(value: str, option: str) -> float:
+    """A duration option: taken as text so ``invoke --help`` shows ``--option=STRING`` (invoke
+    prints no value placeholder for a float default), then checked here."""
+    from npulab.errors import ConfigError
+
+    if not value:
+        return 0.0
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if number < 0:
+        msg = f"{option}: expected seconds (a number >= 0), got {value!r}"
+        raise ConfigError(msg)
+    return number

@@ -59,7 +59,7 @@ def e2e_summary(c: Context, dir: str = "e2e") -> None:
         "out": "directory for summary.md and index.html",
         "night": "the night's date YYYY-MM-DD (default: today, UTC)",
         "run_id": "workflow run id recorded with the entries",
-        "no_fail": "exit 0 even with failures or regressions",
+        "report_only": "exit 0 even with failures or regressions (only report them)",
     }
 )
 @fails_cleanly
@@ -70,7 +70,7 @@ def report(
     out: str = "site",
     night: str = "",
     run_id: str = "",
-    no_fail: bool = False,
+    report_only: bool = False,
 ) -> None:
     """Merge one night's smoke reports, update the history, render summary and HTML page."""
     from pathlib import Path
@@ -82,7 +82,7 @@ def report(
     )
     print(result.summary.read_text(encoding="utf-8"))
     print(f"page: {result.page}\nhistory: {result.history}")
-    if not result.ok and not no_fail:
+    if not result.ok and not report_only:
         msg = f"night {result.night}: failures or regressions (see {result.summary})"
         raise Exit(msg, code=1)
 

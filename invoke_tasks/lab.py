@@ -7,7 +7,7 @@ from invoke.collection import Collection
 from invoke.context import Context
 from invoke.exceptions import Exit
 
-from invoke_tasks._common import config_value, fails_cleanly, is_dry_run
+from invoke_tasks._common import config_value, fails_cleanly, is_dry_run, seconds
 from invoke_tasks.lab_provision import LAB_TASKS
 
 
@@ -58,7 +58,7 @@ def probe(
         "host": "inventory host name (or 'local')",
         "command": "the command line (or give it after --, quoted once for your shell)",
         "powershell": "run it as PowerShell instead of cmd.exe",
-        "timeout": "seconds before the command is stopped (default: none)",
+        "timeout": "seconds before the command is stopped, e.g. 600 (default: none)",
         "inventory": "inventory file (default: NPULAB_INVENTORY or npulab.hosts.inventory)",
         "dry_run": "print what would run",
     }
@@ -69,7 +69,7 @@ def run(
     host: str,
     command: str = "",
     powershell: bool = False,
-    timeout: float = 0.0,
+    timeout: str = "",
     inventory: str = "",
     dry_run: bool = False,
 ) -> None:
@@ -86,7 +86,7 @@ def run(
         line,
         shell="powershell" if powershell else "cmd",
         inventory_path=_inventory(c, inventory),
-        timeout=timeout or None,
+        timeout=seconds(timeout, "--timeout") or None,
         dry_run=is_dry_run(c, dry_run),
     )
     if code:
@@ -96,17 +96,17 @@ def run(
 @task(
     help={
         "dir": "where to write the simulated inventory (default: a temp dir)",
-        "latency": "seconds each WS-Man request takes (default 0)",
+        "latency": "seconds each WS-Man request takes, e.g. 0.05 (default 0)",
     }
 )
 @fails_cleanly
-def sim(c: Context, dir: str = "", latency: float = 0.0) -> None:
+def sim(c: Context, dir: str = "", latency: str = "") -> None:
     """Serve a simulated lab (PHX, HPT, no NPU, GBK, Strix, unprovisioned) on loopback."""
     from pathlib import Path
 
     from npulab.lab.commands import serve_sim
 
-    serve_sim(Path(dir) if dir else None, latency=latency)
+    serve_sim(Path(dir) if dir else None, latency=seconds(latency, "--latency"))
 
 
 ns = Collection("lab")

@@ -451,3 +451,35 @@ def test_stack_checkout_leaves_a_project_to_install(
         if "register" in task:
             facts[task["register"]] = result
     assert (dest / "pyproject.toml").is_file()
+
+
+@pytest.mark.parametrize(
+    ("url", "runs"),
+    [
+        ("manual", "Require the hand-placed file of"),
+        ("https://example.invalid/x.zip", "Download over https"),
+        ("\\\\labfs\\npulab\\x.zip", "Copy from the lab share"),
+    ],
+)
+def test_fetch_source_decides_the_one_way_in(url: str, runs: str) -> None:
+    """url: manual (a lab without a share) never downloads or copies: a missing or wrong file in
+    the installer cache stops the run naming it; a cached file with the pinned hash is used."""
+    import jinja2
+
+    jenv = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    tasks = _role_tasks("npulab_fetch")
+    ways = ("Require the hand-placed file of", "Download over https", "Copy from the lab share")
+    for cached in (False, True):
+        facts = {
+            "npulab_fetch_item": {"url": url},
+            "npulab_fetch_sha256": "a" * 64,
+            "npulab_fetch_cached": {"stat": {"exists": cached, "checksum": "a" * 64}},
+        }
+        ran = [
+            way
+            for way in ways
+            for name, task in tasks.items()
+            if name.startswith(way)
+            and all(jenv.compile_expression(w)(**facts) for w in task["when"])
+        ]
+        assert ran == ([] if cached else [runs]), (url, cached)

@@ -99,3 +99,18 @@ def test_build_windows_dry_run_prints_windows_plan(project_root: Path, tmp_path:
     ]
     assert "pip install ops\\cpp --force-reinstall" in done.stdout
     assert not (tmp_path / "build").exists()
+
+
+def test_user_invoke_yaml_source_is_read(project_root: Path, tmp_path: Path) -> None:
+    """~/.invoke.yaml's npulab.source reaches the build: the project's config does not hide it."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".invoke.yaml").write_text("npulab:\n  source: /nonexistent/user-mirror\n")
+    env = {**os.environ, "HOME": str(home), "NPULAB_CACHE": str(tmp_path / "cache")}
+    env.pop("NPULAB_UPSTREAM", None)
+    done = subprocess.run(
+        [INVOKE, "build", "--dry-run"],
+        cwd=project_root, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "npulab.source: upstream mirror /nonexistent/user-mirror does not exist" in done.stderr

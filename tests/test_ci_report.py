@@ -264,7 +264,7 @@ def test_invoke_tasks_report_and_render(
                   out=str(tmp_path / "site"), night="2026-11-28")  # fmt: skip
     assert failure.value.code == 1
     ci.report(Context(), reports=str(NIGHTS / "regression"), history=str(history),
-              out=str(tmp_path / "site"), night="2026-11-28", no_fail=True)  # fmt: skip
+              out=str(tmp_path / "site"), night="2026-11-28", report_only=True)  # fmt: skip
     with pytest.raises(Exit, match="--night: expected a date"):
         ci.report(Context(), reports=str(NIGHTS / "pass"), history=str(history), night="monday")
     ci.render(Context(), check=True)
