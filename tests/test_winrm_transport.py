@@ -460,3 +460,27 @@ def test_local_powershell_scripts_are_written_with_a_bom(monkeypatch: pytest.Mon
     local.LocalTransport().run_script("Write-Output 'D:\\构建'", shell="powershell")
     assert seen["script"].startswith(b"\xef\xbb\xbf")
     assert seen["script"][3:].decode("utf-8") == "Write-Output 'D:\\构建'"
+
+
+def test_an_upload_damaged_in_transit_is_not_kept_and_the_old_file_stays(
+    host: FakeHost, server: WSManServer, tmp_path: Path
+) -> None:
+    host.files["c:\\npulab\\recipe.yaml"] = b"old: 1\r\n"
+    local = tmp_path / "recipe.yaml"
+    local.write_bytes(b"new: 2\r\n" * 5000)
+
+    def damage(_line: str, stdin: bytes, response: Response) -> tuple[bytes, Response]:
+        if stdin:  # the file travels over stdin as base64 lines
+            lines = stdin.split(b"\r\n")
+            lines[0] = _flip_one_byte(lines[0].decode()).encode()
+            stdin = b"\r\n".join(lines)
+        return stdin, response
+
+    real = host.execute
+    _in_transit(host, damage)
+    with pytest.raises(VerificationError, match=r"arrived damaged \(sha256 mismatch\); not kept"):
+        _transport(server).put_file(local, "C:\\npulab\\recipe.yaml")
+    assert host.files == {"c:\\npulab\\recipe.yaml": b"old: 1\r\n"}
+    host.execute = real  # type: ignore[method-assign]
+    _transport(server).put_file(local, "C:\\npulab\\recipe.yaml")
+    assert host.files == {"c:\\npulab\\recipe.yaml": local.read_bytes()}

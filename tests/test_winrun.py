@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import io
+import json
 import sys
-import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from npulab.errors import BuildStepError, CommandError, ConfigError
 from npulab.recipe import DEFAULT_RECIPE, Recipe, load_recipe
 from npulab.source.patches import Series
 from npulab.source.sources import Origin
+from npulab.testing import psmodel
 from npulab.windows import run as winrun
 from npulab.windows import steps as winsteps
 from npulab.windows import upload as winupload
@@ -31,8 +30,9 @@ from tests.pwsh import string_values
 
 class FakeTransport:
     """A Windows host in miniature: runs step scripts with the scripted exit code (default 0),
-    keeps the stamps a succeeding stamped script writes, answers the stamp and upload scripts
-    and records every call."""
+    keeps the stamps a succeeding stamped script writes, answers stamp reads, keeps uploaded
+    files on its disk (``state["fs"]``) and runs the upload scripts themselves through the
+    PowerShell model (their own sha256 check decides), and records every call."""
 
     def __init__(self, host: dict[str, Any]) -> None:
         self.state = host  # shared by every transport of one test: the host's disk
@@ -84,30 +84,20 @@ class FakeTransport:
         if marker == "# npulab-script: stamp-read v1":
             name = string_values(script)[-1].rsplit("\\", 1)[-1]
             out = self.state["stamps"].get(name, "")
-        elif marker == "# npulab-script: upload-state v1":
-            lines = [
-                f"part {n} {hashlib.sha256(d).hexdigest()}" for n, d in self.state["parts"].items()
-            ]
-            if "upload.sha256" in self.state["stamps"]:
-                lines.insert(0, "stamp " + self.state["stamps"]["upload.sha256"])
-            out = "\n".join(lines)
-        elif marker == "# npulab-script: upload-expand v1":
-            rc = self.codes.get("expand", 0)
-            if rc == 0:
-                sha = script.split("$sha = '", 1)[1].split("'", 1)[0]
-                data = b"".join(self.state["parts"][n] for n in sorted(self.state["parts"]))
-                assert hashlib.sha256(data).hexdigest() == sha
-                self.state["unpacked"] = zipfile.ZipFile(io.BytesIO(data)).namelist()
-                self.state["parts"].clear()
-                self.state["stamps"]["upload.sha256"] = sha
+        elif marker in ("# npulab-script: upload-state v1", "# npulab-script: upload-expand v1"):
+            ran = psmodel.run(script, self.state["fs"])
+            return Completed(
+                argv=("powershell",), returncode=ran.rc, stdout=ran.stdout, stderr=ran.stderr
+            )
         else:
             raise AssertionError(marker)
         return Completed(argv=("powershell",), returncode=rc, stdout=out, stderr="")
 
     def put_file(self, local: Path, remote: str, *, dry_run: bool = False) -> None:
-        assert local.is_file()
+        """What put_file guarantees (its receiver is tested in test_hostchecks): the file."""
         self.uploads.append(remote)
-        self.state["parts"][remote.rsplit("\\", 1)[-1]] = local.read_bytes()
+        self.state["fs"].mkdir(remote.rsplit("\\", 1)[0])
+        self.state["fs"].write(remote, local.read_bytes())
 
     def get_file(self, remote: str, local: Path) -> None:
         msg = "not used"
@@ -122,7 +112,7 @@ def recipe(project_root: Path) -> Recipe:
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[FakeTransport]]:
     made: list[FakeTransport] = []
-    host: dict[str, Any] = {"codes": {}, "stamps": {}, "parts": {}}
+    host: dict[str, Any] = {"codes": {}, "stamps": {}, "fs": psmodel.WinFS()}
 
     def factory(ctx: build.Context) -> FakeTransport:
         host["scripts_dir"] = ctx.scripts
@@ -212,9 +202,10 @@ def test_failing_step_stops_with_log_and_exit_code(
     uploads = [u for t in fake[1:] for u in t.uploads]
     assert uploads
     assert all(u.startswith("C:\\npulab\\b\\upload\\") for u in uploads)
-    unpacked = fake[0].state["unpacked"]
-    assert "scripts/pip-lock.cmd" in unpacked
-    assert f"tree/{recipe.env.env_file}" in unpacked
+    on_host = fake[0].state["fs"]
+    assert on_host.is_file("C:\\npulab\\b\\scripts\\pip-lock.cmd")
+    assert on_host.is_file("C:\\npulab\\b\\tree\\" + recipe.env.env_file.replace("/", "\\"))
+    assert not on_host.children("C:\\npulab\\b\\upload"), "parts removed once unpacked"
     saved = manifest.load(out)
     assert saved["steps"]["win-upload"]["status"] == "done"
     assert saved["steps"]["win-conda-env"]["status"] == "done"
@@ -260,6 +251,7 @@ def test_wiped_host_is_rebuilt(recipe: Recipe, tmp_path: Path, fake: list[FakeTr
     assert not [u for t in fake[1:] for u in t.uploads], "the host holds this upload"
     _fresh(fake)
     fake[0].state["stamps"].clear()  # a reinstalled machine under the same name
+    fake[0].state["fs"] = psmodel.WinFS()
     statuses = _run(recipe, out, {"host": "npu-01"})
     assert statuses["win-upload"] == "done"
     assert _ran(fake) == ALL
@@ -270,17 +262,21 @@ def test_interrupted_upload_resumes_without_resending_parts(
 ) -> None:
     monkeypatch.setattr(winupload, "PART_SIZE", 64)
     out = tmp_path / "b"
-    fake[0].codes["expand"] = 5
+    full = "There is not enough space on the disk."
+    fake[0].state["fs"].refuse = lambda path: full if "\\.npulab-new\\" in path else None
     with pytest.raises(BuildStepError, match="unpacking on fake-npu") as err:
         _run(recipe, out, {"host": "npu-01"})
+    assert full in str(err.value)
     assert "parts already sent are kept" in str(err.value.hint)
     sent = [u for t in fake[1:] for u in t.uploads]
     assert len(sent) > 2
     _fresh(fake)
-    fake[0].codes.clear()
+    fake[0].state["fs"].refuse = None
     _run(recipe, out, {"host": "npu-01"})
     assert not [u for t in fake[1:] for u in t.uploads], "every part was already on the host"
-    assert fake[0].state["stamps"]["upload.sha256"]
+    upload = json.loads((out / "manifest.json").read_text())["steps"]["win-upload"]["detail"]
+    stamp = fake[0].state["fs"].read(upload["root"] + "\\.npulab-win\\upload.sha256")
+    assert stamp.decode().strip() == upload["sha256"]
     assert not list((out / ".npulab" / "upload").iterdir()), "local parts are cleaned up"
 
 

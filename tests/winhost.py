@@ -1,15 +1,13 @@
 """A FakeHost that does what Windows does with npulab's build protocol: keeps uploaded files,
-unpacks the upload the way upload-expand does, answers stamp reads, and runs step scripts from
-its own copy of ``scripts\\`` (a stamped ``.cmd`` empties and writes stamps as the real one).
+runs upload-state and upload-expand themselves (the PowerShell model), answers stamp reads, and
+runs step scripts from its own copy of ``scripts\\`` (a stamped ``.cmd`` empties and writes
+stamps as the real one).
 
 Values come out of the scripts with tree-sitter (their string literals), never by guessing."""
 
 from __future__ import annotations
 
-import hashlib
-import io
-import zipfile
-
+from npulab.testing import psmodel
 from npulab.testing.fakehost import FakeHost, Response
 from npulab.windows.steps import stamp_digest
 from tests.pwsh import string_values
@@ -35,38 +33,16 @@ class BuildHost:
         return self.host.files
 
     def _state(self, argv: list[str], script: str | None) -> Response:
-        assert script is not None
-        root = string_values(script)[1]
-        lines = []
-        stamp = self.files.get(_key(root + "\\.npulab-win\\upload.sha256"))
-        if stamp is not None:
-            lines.append("stamp " + stamp.decode().strip())
-        prefix = _key(root + "\\upload\\")
-        for path, data in sorted(self.files.items()):
-            if path.startswith(prefix):
-                lines.append(f"part {path[len(prefix) :]} {hashlib.sha256(data).hexdigest()}")
-        return Response("\r\n".join(lines) + "\r\n")
+        return self._powershell(script)
 
     def _expand(self, argv: list[str], script: str | None) -> Response:
+        return self._powershell(script)
+
+    def _powershell(self, script: str | None) -> Response:
+        """The upload scripts run as they are, through the PowerShell model, on this disk."""
         assert script is not None
-        values = string_values(script)
-        root, sha = values[1], values[2]
-        parts = [v for v in values if v.startswith(sha[:16] + ".")]
-        prefix = _key(root + "\\upload\\")
-        data = b"".join(self.files[prefix + p.lower()] for p in parts)
-        if hashlib.sha256(data).hexdigest() != sha:
-            return Response("upload: the joined archive does not match\r\n", rc=5)
-        live = [k for k in self.files if k.startswith(_key(root + "\\tree\\"))]
-        live += [k for k in self.files if k.startswith(_key(root + "\\scripts\\"))]
-        for k in live:
-            del self.files[k]
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            for name in zf.namelist():
-                self.files[_key(root + "\\" + name.replace("/", "\\"))] = zf.read(name)
-        for k in [k for k in self.files if k.startswith(prefix)]:
-            del self.files[k]
-        self.files[_key(root + "\\.npulab-win\\upload.sha256")] = sha.encode()
-        return Response(f"upload: tree and scripts in place (archive {sha})\r\n")
+        ran = psmodel.run(script, psmodel.WinFS(self.files))
+        return Response(ran.stdout, ran.stderr, ran.rc)
 
     def _stamp_read(self, argv: list[str], script: str | None) -> Response:
         assert script is not None

@@ -2,8 +2,9 @@
 
 The WS-Man double (:mod:`npulab.testing.wsman_server`) carries requests; a :class:`FakeHost` says
 what each command prints and returns. It understands npulab's own protocol the way Windows would
-run it: the stdin bootstrap (hash-checked script over stdin), the upload receiver (hash-checked
-file over stdin, written to :attr:`FakeHost.files`), the fetch script, the cmd wrapper,
+run it: the stdin bootstrap and the upload receiver are *run*, through the PowerShell model
+(:mod:`npulab.testing.psmodel`), so their own sha256 checks decide (a received file lands in
+:attr:`FakeHost.files`); the fetch script, the cmd wrapper,
 ``reg query ... OEMCP`` and ``shutdown /r``. Scripts are identified by their marker line
 (``# npulab-script: probe v1``), never by matching their text.
 
@@ -24,6 +25,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from npulab.testing import psmodel
 
 _MARKER = re.compile(r"^# npulab-(script|bootstrap|receiver):? ?(\S+)?(?: v(\d+))?(.*)$", re.M)
 _PWSH_LITERAL = r"'((?:[^']|'')*)'"
@@ -286,26 +289,26 @@ class FakeHost:
     def _powershell(self, script: str, stdin: bytes, codepage: int) -> Response:
         head = _MARKER.match(script)
         if head and head.group(1) == "bootstrap":
-            expected = re.search(r"sha256=([0-9a-f]{64})", head.group(4) or "")
-            payload = base64.b64decode(re.sub(rb"\s", b"", stdin))
-            actual = hashlib.sha256(payload).hexdigest()
-            if expected is None or actual != expected.group(1):
-                return Response(stderr=f"npulab: script hash mismatch (got {actual})\r\n", rc=97)
-            return self._script(payload.decode("utf-8"))
+            return self._bootstrap(script, stdin)
         if head and head.group(1) == "receiver":
-            return self._receive_file(script, stdin)
+            self._record("receiver")
+            result = psmodel.run(script, psmodel.WinFS(self.files), stdin=stdin)
+            return Response(result.stdout, result.stderr, result.rc)
         return self._script(script)
 
-    def _receive_file(self, script: str, stdin: bytes) -> Response:
-        self._record("receiver")
-        expected = re.search(r"sha256=([0-9a-f]{64})", script)
-        dest = _pwsh_value(script, "dest")
-        data = b"".join(base64.b64decode(line) for line in stdin.split(b"\r\n") if line.strip())
-        actual = hashlib.sha256(data).hexdigest()
-        if expected is None or actual != expected.group(1):
-            return Response(stderr=f"npulab: upload hash mismatch for {dest} (got {actual})", rc=98)
-        self.files[dest.lower()] = data
-        return Response(actual + "\r\n")
+    def _bootstrap(self, script: str, stdin: bytes) -> Response:
+        """Run the bootstrap itself (its own hash check, through the PowerShell model); the
+        payload it hands to ``[ScriptBlock]::Create`` is answered like any script."""
+        answered: list[Response] = []
+
+        def payload(text: str) -> tuple[str, str, int]:
+            answered.append(self._script(text))
+            return "", "", answered[-1].rc
+
+        result = psmodel.run(script, psmodel.WinFS(self.files), stdin=stdin, on_scriptblock=payload)
+        if answered and result.rc == answered[-1].rc:
+            return answered[-1]  # the payload's own answer: its output parts, timing, bytes
+        return Response(result.stdout, result.stderr, result.rc)
 
     def _script(self, script: str) -> Response:
         head = _MARKER.match(script)
