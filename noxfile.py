@@ -56,3 +56,11 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over the npulab package."""
     session.run("mypy")
+
+
+@nox.session(python=False)
+def mutants(session: nox.Session) -> None:
+    """Mutation testing (cosmic-ray) of the modules in ci/mutants.yaml: prints the survivors, fails
+    under the floors in ci/mutants-score.json (`-- --ratchet` raises them; `-- MODULE` runs one).
+    CPU-heavy (hours for all modules): not in .ci/run; the hosted CI runs it weekly."""
+    session.run("python", "-m", "npulab.ci.mutants", *session.posargs)
