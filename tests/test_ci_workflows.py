@@ -164,8 +164,22 @@ def test_ci_clones_the_upstream_at_the_recipe_commit() -> None:
     assert upstream["with"]["ref"] == recipe.upstream.commit
     tests = next(s for _, _, s in steps(CI) if s.get("run") == ".ci/run")
     assert tests["env"]["NPULAB_UPSTREAM"] == "${{ github.workspace }}/" + upstream["with"]["path"]
-    assert set(load(CI)["on"]) == {"push", "pull_request"}
+    assert set(load(CI)["on"]) == {"push", "pull_request", "schedule", "workflow_dispatch"}
     assert "self-hosted" not in CI.read_text()
+
+
+def test_the_mutation_session_runs_weekly_not_on_every_push() -> None:
+    data = load(CI)
+    job = data["jobs"]["mutants"]
+    assert (
+        job["if"] == "github.event_name == 'schedule' || github.event_name == 'workflow_dispatch'"
+    )
+    assert [s["run"] for s in job["steps"] if "nox" in s.get("run", "")] == [
+        "nox -s mutants -- --nice 0"
+    ]
+    assert len(data["on"]["schedule"]) == 1
+    # A push to main must not cancel the scheduled run: the event is part of the group.
+    assert "github.event_name" in data["concurrency"]["group"]
 
 
 def test_runner_label_findings_are_filtered_by_the_allow_list() -> None:

@@ -255,3 +255,34 @@ def test_the_model_follows_powershell_rules_the_scripts_rely_on() -> None:
         "finally runs",
     ]
     assert ran.rc == 7
+
+
+# -- what the host answers, as the controller reads it ----------------------------------------
+def test_upload_state_lines_that_are_not_the_protocol_are_ignored() -> None:
+    text = "stamp ABC\r\npart n1 AA\r\nstamp a b\r\npart only\r\nnoise x\r\npart n2 bb extra\r\n"
+    assert winupload.parse_state(text) == ("abc", {"n1": "aa"})
+
+
+def test_a_local_part_damaged_since_the_last_run_is_cut_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(winupload, "PART_SIZE", 100)
+    first = _staged(tmp_path, "one")
+    parts = first.path.parent
+    for name, _sha in first.parts[:2]:
+        data = (parts / name).read_bytes()
+        broken = data[:-1] if name == first.parts[0][0] else bytes([data[0] ^ 1]) + data[1:]
+        (parts / name).write_bytes(broken)  # truncated, and same size with other bytes
+    again = winupload.build_archive(tmp_path / "one", parts)
+    assert again == first
+    for name, sha in again.parts:
+        assert hashlib.sha256((parts / name).read_bytes()).hexdigest() == sha
+
+
+def test_the_documented_exit_codes_are_the_ones_the_scripts_return(project_root: Path) -> None:
+    lab = (project_root / "docs" / "lab.md").read_text()
+    build = (project_root / "docs" / "windows-build.md").read_text()
+    assert f"before it runs (exit {psscripts.EXIT_SCRIPT_HASH})" in lab
+    assert f"renamed into place (exit {psscripts.EXIT_UPLOAD_HASH})" in " ".join(lab.split())
+    assert f"| upload | {winupload.EXIT_DAMAGED} | the joined archive does not match |" in build
+    assert f"(mismatch: parts removed, exit {winupload.EXIT_DAMAGED})" in build

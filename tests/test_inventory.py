@@ -249,3 +249,26 @@ def test_malformed_secrets_entry_is_named_without_its_password(
     assert says in text
     assert str(secrets) in text
     assert "hunter2-Zq" not in text
+
+
+def test_missing_credentials_say_which_one_and_a_named_file_that_is_not_there(
+    tmp_path: Path,
+) -> None:
+    absent = str(tmp_path / "absent.yaml")
+    with pytest.raises(ConfigError) as info:
+        credentials.resolve("h", env={"NPULAB_WINRM_PASSWORD": "p", "NPULAB_SECRETS_FILE": absent})
+    assert info.value.message == (
+        f"no WinRM user for host 'h' (NPULAB_SECRETS_FILE={absent}: no such file)"
+    )
+    present = _write(tmp_path / "s.yaml", "default: {user: fileuser}\n")
+    present.chmod(0o600)
+    with pytest.raises(ConfigError) as info:
+        credentials.resolve("h", env={"NPULAB_SECRETS_FILE": str(present)})
+    assert info.value.message == "no WinRM password for host 'h'"
+
+
+def test_redact_leaves_text_alone_for_no_secret_or_an_empty_one() -> None:
+    assert credentials.redact("pw=;", [None, credentials.Secret("")]) == "pw=;"
+    creds = credentials.Credentials("u", credentials.Secret("s3"), "test")
+    with pytest.raises(AttributeError):
+        creds.password = credentials.Secret("other")  # type: ignore[misc]

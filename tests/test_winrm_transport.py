@@ -484,3 +484,66 @@ def test_an_upload_damaged_in_transit_is_not_kept_and_the_old_file_stays(
     host.execute = real  # type: ignore[method-assign]
     _transport(server).put_file(local, "C:\\npulab\\recipe.yaml")
     assert host.files == {"c:\\npulab\\recipe.yaml": local.read_bytes()}
+
+
+def _fetch_reply(host: FakeHost, rewrite: Callable[[str], str]) -> None:
+    def damage(_line: str, stdin: bytes, response: Response) -> tuple[bytes, Response]:
+        out = response.stdout
+        if isinstance(out, str) and "\r\nsha256:" in out:
+            response = Response(rewrite(out), rc=response.rc)
+        return stdin, response
+
+    _in_transit(host, damage)
+
+
+@pytest.mark.parametrize(
+    ("rewrite", "error", "says"),
+    [
+        (lambda out: out.replace("A", "!", 1), VerificationError, "returned damaged base64"),
+        (lambda out: out.rsplit("\r\n", 1)[0], TransportError, "returned no checksum line"),
+        (lambda out: "", TransportError, "returned no checksum line"),
+    ],
+)
+def test_a_fetch_reply_that_is_not_whole_is_refused(
+    host: FakeHost,
+    server: WSManServer,
+    tmp_path: Path,
+    rewrite: Callable[[str], str],
+    error: type[Exception],
+    says: str,
+) -> None:
+    host.files["c:\\npulab\\logs\\03.log"] = b"step 03\r\n" * 3000
+    _fetch_reply(host, rewrite)
+    local = tmp_path / "logs" / "03.log"
+    with pytest.raises(error, match=says):
+        _transport(server).get_file("C:\\npulab\\logs\\03.log", local)
+    assert not list(tmp_path.rglob("*"))
+
+
+def test_get_file_creates_missing_folders_and_overwrites(
+    host: FakeHost, server: WSManServer, tmp_path: Path
+) -> None:
+    host.files["c:\\x.log"] = b"one"
+    deep = tmp_path / "a" / "b" / "x.log"
+    t = _transport(server)
+    t.get_file("C:\\x.log", deep)
+    host.files["c:\\x.log"] = b"two"
+    t.get_file("C:\\x.log", deep)
+    t.get_file("C:\\x.log", deep.with_name("y.log"))
+    assert (deep.read_bytes(), deep.with_name("y.log").read_bytes()) == (b"two", b"two")
+    assert sorted(p.name for p in deep.parent.iterdir()) == ["x.log", "y.log"]
+
+
+def test_an_upload_the_host_echoes_with_another_hash_fails(
+    host: FakeHost, server: WSManServer, tmp_path: Path
+) -> None:
+    def damage(_line: str, stdin: bytes, response: Response) -> tuple[bytes, Response]:
+        if response.rc == 0 and isinstance(response.stdout, str) and len(response.stdout) == 66:
+            response = Response("0" * 64 + "\r\n")  # a receiver that kept something else
+        return stdin, response
+
+    local = tmp_path / "f.bin"
+    local.write_bytes(b"payload")
+    _in_transit(host, damage)
+    with pytest.raises(TransportError, match=r"upload to C:\\f\.bin failed \(exit 0\)"):
+        _transport(server).put_file(local, "C:\\f.bin")
