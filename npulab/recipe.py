@@ -192,6 +192,18 @@ class Device:
 class Prompt:
     text: str = field(metadata={"check": check_nonempty})
     max_new_tokens: int | None = field(default=None, metadata={"check": check_positive})
+    #: Text the (greedy) answer must contain, each case-insensitively ("Paris").
+    expect: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Passage:
+    """A fixed text scored every run (mean log-likelihood per token, perplexity)."""
+
+    #: The text file, relative to the recipe's directory (shipped in the repository).
+    path: str = field(metadata={"check": check_relative_path})
+    #: The run fails when the passage's perplexity is above this.
+    max_perplexity: float | None = field(default=None, metadata={"check": check_positive})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -208,6 +220,8 @@ class Smoke:
     prompts: tuple[Prompt, ...] = field(metadata={"check": check_nonempty})
     max_new_tokens: int = field(default=64, metadata={"check": check_positive})
     seed: int = 0
+    #: ``do_sample``, ``temperature`` and ``top_p`` apply to ``invoke chat`` only: the smoke
+    #: test decodes greedily, so its answers are reproducible and judged on their content.
     do_sample: bool = True
     temperature: float = field(default=0.6, metadata={"check": check_positive})
     top_p: float = field(default=0.9, metadata={"check": check_positive})
@@ -217,6 +231,7 @@ class Smoke:
     require_stop_token: bool = True
     #: Per chip. A chip without an entry is judged only on non-empty answers and stop tokens.
     thresholds: dict[Chip, Thresholds] = field(default_factory=dict)
+    passage: Passage | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

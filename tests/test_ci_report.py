@@ -338,3 +338,26 @@ def test_failed_nights_are_not_part_of_the_regression_baseline() -> None:
     flags = {f.metric: f for f in regressions([slow], history, matrix)}
     assert sorted(flags) == ["load time s", "tokens/s"]
     assert (flags["tokens/s"].baseline, flags["load time s"].baseline) == (4.0, 40.0)
+
+
+def test_passage_perplexity_is_kept_and_a_rise_is_flagged() -> None:
+    """The fixed passage's perplexity follows the rule of the other figures: the median of the
+    machine's earlier passing nights, the matrix's perplexity_rise_pct (10)."""
+    from npulab.ci.report import regressions, with_flags
+
+    matrix = load_matrix()
+    smoke = parse_smoke({"verdict": "FAIL", "passage": {"perplexity": 3.25}})
+    assert smoke.perplexity == 3.25
+
+    def night(day: int, perplexity: float, verdict: str = "PASS") -> Entry:
+        return Entry(
+            night=f"2026-12-{day:02d}", machine="phx-7940hs", chip="7940HS",
+            verdict=verdict, perplexity=perplexity,
+        )  # fmt: skip
+
+    history = [night(1, 3.0), night(2, 3.1), night(3, 2.9), night(4, 90.0, "FAIL")]
+    assert regressions([night(5, 3.3)], history, matrix) == []  # +6.5% of the median 3.0
+    flags = regressions([night(5, 3.4)], history, matrix)
+    assert [(f.metric, f.baseline) for f in flags] == [("passage perplexity", 3.0)]
+    assert with_flags([night(5, 3.4)], flags)[0].flags == ("perplexity",)
+    assert Entry.from_json(night(5, 3.4).to_json()).perplexity == 3.4

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import torch
 
-from npulab.recipe import Model, ModelFile, Thresholds, find_recipe, load_recipe
+from npulab.recipe import Model, ModelFile, Prompt, Thresholds, find_recipe, load_recipe
 from npulab.smoke import config as smoke_config
 from npulab.smoke import runner
 from tests import tiny_llama
@@ -177,10 +177,18 @@ def test_config_rendered_from_the_recipe_drives_the_runner(
     recipe = load_recipe(find_recipe("ryzenai-sw-1.1-llama3.1"))
     files = tuple(ModelFile(path=k, sha256=v["sha256"], size=v["size"]) for k, v in pins.items())
     model = Model(repo_id="local/tiny", revision="a" * 40, checkpoint="model.pt", files=files)
+    real = smoke_config.render(
+        dataclasses.replace(recipe, model=model), model_dir="m", backend="cpu"
+    )
+    assert real["passage"]["text"].startswith("Four score and seven years ago")
+    assert real["prompts"][0]["expect"] == ["Paris"]
+    # The tiny model's greedy answer is "w0 w1 w2 w3" and it cannot score the passage.
     smoke = dataclasses.replace(
         recipe.smoke,
         max_new_tokens=16,
         warmup_prompts=("hello",),
+        prompts=(Prompt(text="hello paris", expect=("W3",)),),
+        passage=None,
         thresholds={"7940HS": Thresholds(min_tokens_per_s=1e9)},
     )
     recipe = dataclasses.replace(recipe, model=model, smoke=smoke)
@@ -396,7 +404,8 @@ def test_rotary_state_is_reported_and_repaired_against_the_recipe(
     assert rotary["repaired_by"] == "runner"
     assert rotary["after"]["matches"]
     assert model.config.rope_scaling is None
-    want = 1.0 / (500000.0 ** (torch.arange(0, 8, 2).float() / 8))
+    dim = tiny_llama.HIDDEN // 2  # head size
+    want = 1.0 / (500000.0 ** (torch.arange(0, dim, 2).float() / dim))
     assert all(torch.equal(m.inv_freq, want) for _, m in runner.rotary_modules(model))
     # Against its own settings it matches as loaded; as-saved leaves it alone.
     _, _, facts = runner.load(settings(directory, pins, rope=dict(LLAMA3, on_load="as-saved")))

@@ -1,13 +1,18 @@
-"""A tiny random Llama-3.1-shaped model and tokenizer, built locally (no hub), for smoke tests.
+"""A tiny Llama-3.1-shaped model and tokenizer, built locally (no hub), for smoke tests.
 
-The lm_head carries a bias and zero weights, so the next-token distribution is the bias alone:
-``eot_bias`` decides how soon ``<|eot_id|>`` wins (high: at once = empty answer; very low: never
-= length cap; in between: a few words, then the stop token, reproducible for a fixed seed).
+The model is wired by hand so that greedy decoding (what the smoke test does) is predictable:
+one-hot embeddings, attention and MLP outputs zeroed, so the last hidden state is the current
+token's one-hot and the lm_head maps each token to its successor: the chat template's last token
+(``<|end_header_id|>``) -> w0 -> w1 -> w2 -> w3 -> ``<|eot_id|>``. The lm_head also carries a
+bias: ``eot_bias`` decides the stop (high: ``<|eot_id|>`` at once = empty answer; very low:
+never = length cap, the answer cycles through the words; in between: "w0 w1 w2 w3", then the
+stop token). Sampling (``invoke chat``) follows the chain with high probability.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 from pathlib import Path
 
 import torch
@@ -47,11 +52,16 @@ def build_tokenizer(directory: Path) -> PreTrainedTokenizerFast:
     return fast
 
 
+HIDDEN = 48
+CHAIN = ["<|end_header_id|>", "w0", "w1", "w2", "w3", "<|eot_id|>"]
+
+
 def build_model(vocab_size: int, *, eot_bias: float, seed: int = 0) -> LlamaForCausalLM:
+    assert vocab_size <= HIDDEN, "one-hot embeddings need hidden_size >= vocab_size"
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=vocab_size,
-        hidden_size=16,
+        hidden_size=HIDDEN,
         intermediate_size=32,
         num_hidden_layers=1,
         num_attention_heads=2,
@@ -70,9 +80,17 @@ def build_model(vocab_size: int, *, eot_bias: float, seed: int = 0) -> LlamaForC
         tie_word_embeddings=False,
     )
     model = LlamaForCausalLM(config)
-    head = torch.nn.Linear(16, vocab_size, bias=True)
+    index = {tok: i for i, tok in enumerate(SPECIAL + WORDS)}
+    head = torch.nn.Linear(HIDDEN, vocab_size, bias=True)
     with torch.no_grad():
+        model.model.embed_tokens.weight.zero_()
+        model.model.embed_tokens.weight[:, :vocab_size] = torch.eye(vocab_size)
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
         head.weight.zero_()
+        for here, after in itertools.pairwise(CHAIN):
+            head.weight[index[after], index[here]] = 1.0  # ~6.9 after the final RMSNorm
         head.bias.fill_(-30.0)  # special tokens never, except:
         head.bias[len(SPECIAL) :] = 0.0  # words uniformly
         head.bias[SPECIAL.index("<|eot_id|>")] = eot_bias

@@ -41,6 +41,8 @@ class Thresholds:
 
     tokens_per_s_drop_pct: float = field(default=15.0, metadata={"check": check_positive})
     load_time_rise_pct: float = field(default=25.0, metadata={"check": check_positive})
+    #: The fixed passage's perplexity (recipe smoke.passage) rising more than this is flagged.
+    perplexity_rise_pct: float = field(default=10.0, metadata={"check": check_positive})
     #: The baseline is the median of this many previous passing nights.
     baseline_nights: int = field(default=7, metadata={"check": check_positive})
 

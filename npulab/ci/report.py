@@ -47,6 +47,7 @@ class Entry:
     load_time_s: float | None = None
     time_to_first_token_s: float | None = None
     peak_memory_bytes: int | None = None
+    perplexity: float | None = None
     upstream_commit: str | None = None
     series_sha256: str | None = None
     recipe_digest: str | None = None
@@ -142,6 +143,7 @@ def entry_for(directory: Path | None, machine: Machine, night: str, run_id: str 
         load_time_s=smoke.load_time_s,
         time_to_first_token_s=smoke.time_to_first_token_s,
         peak_memory_bytes=smoke.peak_memory_bytes,
+        perplexity=smoke.perplexity,
         model_revision=smoke.model_revision,
         reasons=smoke.reasons,
         answers=tuple((a.prompt, a.answer) for a in smoke.answers),
@@ -190,7 +192,8 @@ def _change(value: float, baseline: float) -> float:
 
 
 def regressions(tonight: list[Entry], history: list[Entry], matrix: Matrix) -> list[Flag]:
-    """Entries whose tokens/s dropped or load time rose beyond the machine's thresholds."""
+    """Entries whose tokens/s dropped, or load time or passage perplexity rose, beyond the
+    machine's thresholds (against the median of its earlier passing nights)."""
     flags: list[Flag] = []
     for entry in tonight:
         limits = matrix.machine(entry.machine).thresholds
@@ -229,10 +232,29 @@ def regressions(tonight: list[Entry], history: list[Entry], matrix: Matrix) -> l
                         limit_pct=limits.load_time_rise_pct,
                     )
                 )
+        perplexities = [e.perplexity for e in earlier if e.perplexity]
+        if entry.perplexity is not None and perplexities:
+            base = statistics.median(perplexities)
+            change = _change(entry.perplexity, base)
+            if change > limits.perplexity_rise_pct:
+                flags.append(
+                    Flag(
+                        machine=entry.machine,
+                        metric="passage perplexity",
+                        value=entry.perplexity,
+                        baseline=base,
+                        change_pct=change,
+                        limit_pct=limits.perplexity_rise_pct,
+                    )
+                )
     return flags
 
 
-METRIC_FIELDS = {"tokens/s": "tokens_per_s", "load time s": "load_time_s"}
+METRIC_FIELDS = {
+    "tokens/s": "tokens_per_s",
+    "load time s": "load_time_s",
+    "passage perplexity": "perplexity",
+}
 
 
 def with_flags(entries: list[Entry], flags: list[Flag]) -> list[Entry]:

@@ -8,7 +8,8 @@ fields and a reason, not a traceback. The fields consumed here:
 smoke report: ``verdict`` (PASS/FAIL/REFUSED/ERROR), ``error``, ``checks[{name, ok, detail}]``,
 ``host{name, chip, device}``, ``model{repo_id, revision}``, ``recipe``, ``recipe_digest``,
 ``load{load_s}``, ``prompts[{prompt, answer, stop_token_reached, time_to_first_token_s,
-tokens_per_s, decode_tokens_per_s}]``, ``peak_memory_bytes``, ``versions{...}``, ``started_at``.
+tokens_per_s, decode_tokens_per_s}]``, ``passage{perplexity}``, ``peak_memory_bytes``,
+``versions{...}``, ``started_at``.
 Flat ``load_time_s`` / ``time_to_first_token_s`` / ``tokens_per_s`` / ``chip`` / ``reasons`` are
 accepted too.
 
@@ -43,6 +44,8 @@ class SmokeResult:
     time_to_first_token_s: float | None = None
     tokens_per_s: float | None = None
     peak_memory_bytes: int | None = None
+    #: Of the recipe's fixed passage (lower is better).
+    perplexity: float | None = None
     model_revision: str | None = None
     recipe_digest: str | None = None
     started_at: str | None = None
@@ -143,6 +146,7 @@ def parse_smoke(data: dict[str, Any]) -> SmokeResult:
         time_to_first_token_s=ttft,
         tokens_per_s=tokens_per_s,
         peak_memory_bytes=int(memory) if memory is not None else None,
+        perplexity=_num(_dict(data.get("passage")).get("perplexity")),
         model_revision=_str(_dict(data.get("model")).get("revision")),
         recipe_digest=_str(data.get("recipe_digest")),
         started_at=_str(data.get("started_at")),

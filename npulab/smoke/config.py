@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
+from npulab import paths
 from npulab.errors import ConfigError
 from npulab.model.fetch import require_pinned
 from npulab.model.lock import locked_model
@@ -55,7 +56,11 @@ def render(
         "chips": {d.chip: _chip(recipe, d) for d in recipe.devices},
         "warmup_prompts": list(smoke.warmup_prompts),
         "warmup_max_new_tokens": min(WARMUP_MAX_NEW_TOKENS, smoke.max_new_tokens),
-        "prompts": [{"text": p.text, "max_new_tokens": p.max_new_tokens} for p in smoke.prompts],
+        "prompts": [
+            {"text": p.text, "max_new_tokens": p.max_new_tokens, "expect": list(p.expect)}
+            for p in smoke.prompts
+        ],
+        "passage": _passage(recipe),
         "max_new_tokens": smoke.max_new_tokens,
         "seed": smoke.seed,
         "do_sample": smoke.do_sample,
@@ -65,6 +70,21 @@ def render(
         "require_stop_token": smoke.require_stop_token,
         "report": report,
     }
+
+
+def _passage(recipe: Recipe) -> dict[str, Any] | None:
+    """The fixed passage's text (read here: the runner gets everything in its config)."""
+    passage = recipe.smoke.passage
+    if passage is None:
+        return None
+    base = Path(recipe.source).parent if recipe.source else paths.recipes_dir()
+    path = base / passage.path
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        msg = f"smoke.passage: cannot read {path}: {exc}"
+        raise ConfigError(msg, hint="the path is relative to the recipe's directory") from None
+    return {"name": passage.path, "text": text, "max_perplexity": passage.max_perplexity}
 
 
 def _rope(rope: Rope | None, on_load: RopeOnLoad | None) -> dict[str, Any] | None:

@@ -499,8 +499,33 @@ def resolve_chip(cfg: Dict[str, Any], cpu: Optional[str]) -> Dict[str, Any]:
     }
 
 
-def judge(results: List[Dict[str, Any]], cfg: Dict[str, Any]) -> List[Dict[str, Any]]:
-    """The checks behind the verdict: non-empty answers, stop tokens, per-chip floors."""
+def score_passage(model: Any, tokenizer: Any, text: str) -> Dict[str, Any]:
+    """Mean log-likelihood per token of ``text`` (after the BOS the tokenizer adds) and its
+    perplexity: one forward pass, no sampling, the same figure every run of the same model."""
+    import math
+
+    import torch
+
+    ids = tokenizer(text, return_tensors="pt").input_ids
+    started = time.perf_counter()
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits.float()
+    logprobs = torch.log_softmax(logits[0, :-1], dim=-1)
+    picked = logprobs.gather(1, ids[0, 1:, None])[:, 0]
+    mean = float(picked.mean())
+    return {
+        "tokens": int(picked.numel()),
+        "mean_log_likelihood": round(mean, 6),
+        "perplexity": round(math.exp(-mean), 6),
+        "score_s": round(time.perf_counter() - started, 4),
+    }
+
+
+def judge(
+    results: List[Dict[str, Any]], cfg: Dict[str, Any], passage: Optional[Dict[str, Any]] = None
+) -> List[Dict[str, Any]]:
+    """The checks behind the verdict: non-empty answers with the expected content, stop tokens,
+    the passage's perplexity ceiling, per-chip floors."""
     checks = []
     for n, r in enumerate(results):
         checks.append(
@@ -510,6 +535,14 @@ def judge(results: List[Dict[str, Any]], cfg: Dict[str, Any]) -> List[Dict[str, 
                 "detail": "%d chars" % len(r["answer"]),
             }
         )
+        for want in r.get("expect") or []:
+            checks.append(
+                {
+                    "name": "prompt %d: answer contains %r" % (n, want),
+                    "ok": want.lower() in r["answer"].lower(),
+                    "detail": r["answer"][:120],
+                }
+            )
         if cfg.get("require_stop_token", True):
             checks.append(
                 {
@@ -518,6 +551,15 @@ def judge(results: List[Dict[str, Any]], cfg: Dict[str, Any]) -> List[Dict[str, 
                     "detail": "%d new tokens" % r["new_tokens"],
                 }
             )
+    ceiling = (cfg.get("passage") or {}).get("max_perplexity")
+    if passage is not None and ceiling is not None:
+        checks.append(
+            {
+                "name": "passage perplexity <= %g" % ceiling,
+                "ok": passage["perplexity"] <= ceiling,
+                "detail": "%.4g over %d tokens" % (passage["perplexity"], passage["tokens"]),
+            }
+        )
     limits = cfg.get("thresholds") or {}
     if results and limits.get("min_tokens_per_s") is not None:
         tokens = sum(max(r["new_tokens"] - 1, 0) for r in results)
@@ -556,7 +598,8 @@ def run_smoke(cfg: Dict[str, Any]) -> Tuple[int, Dict[str, Any]]:
     """The whole smoke test; returns (exit code, report)."""
     cpu = cpu_name()
     target = resolve_chip(cfg, cpu)
-    cfg = dict(cfg, thresholds=target.pop("thresholds"))
+    # Greedy: the judged answers are reproducible and checked on content (sampling is for chat).
+    cfg = dict(cfg, thresholds=target.pop("thresholds"), do_sample=False)
     report = {
         "report_version": REPORT_VERSION,
         "recipe": cfg.get("recipe"),
@@ -599,8 +642,14 @@ def run_smoke(cfg: Dict[str, Any]) -> Tuple[int, Dict[str, Any]]:
             )
             r["prompt"] = prompt["text"]
             r["max_new_tokens"] = limit
+            r["expect"] = list(prompt.get("expect") or [])
             report["prompts"].append(r)
-        report["checks"] = judge(report["prompts"], cfg)
+        passage = cfg.get("passage")
+        if passage:
+            report["passage"] = dict(
+                score_passage(model, tokenizer, passage["text"]), name=passage.get("name")
+            )
+        report["checks"] = judge(report["prompts"], cfg, report.get("passage"))
         passed = all(c["ok"] for c in report["checks"])
         report["verdict"] = "PASS" if passed else "FAIL"
         code = EXIT_PASS if passed else EXIT_FAIL
