@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,7 +53,7 @@ def recipe(project_root: Path, tmp_path: Path) -> Path:
     text = text.replace(real.lfs_sha256, hashlib.sha256(STAND_IN).hexdigest())
     text = text.replace(f"size: {real.size}", f"size: {len(STAND_IN)}")
     path = tmp_path / "recipes" / "r.yaml"
-    path.parent.mkdir()
+    shutil.copytree(project_root / "recipes" / "passages", path.parent / "passages")
     path.write_text(text)
     return path
 
