@@ -168,3 +168,38 @@ def test_controller_python_must_run_npulab(tmp_path: Path) -> None:
         layout.load(path)
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["requires-python"] == ">=" + ".".join(map(str, layout.MIN_CONTROLLER_PYTHON))
+
+
+def test_rendered_build_scripts_default_to_the_layout(tmp_path: Path) -> None:
+    """Every step script, the runtime env files and the wrappers find conda where the miniconda
+    role puts it when NPULAB_CONDA_ROOT is unset (a service account's profile has none)."""
+    from npulab.recipe import DEFAULT_RECIPE, find_recipe, load_recipe
+    from npulab.windows import steps as winsteps
+    from npulab.windows import wrappers
+
+    lay = layout.load()
+    recipe = load_recipe(find_recipe(DEFAULT_RECIPE))
+    scripts = winsteps.render_scripts(recipe)
+    written = wrappers.render_staged(recipe, tmp_path / "tree", tmp_path)
+    scripts |= {p.name: p.read_text(encoding="utf-8") for p in written if p.suffix == ".cmd"}
+    for name, text in scripts.items():
+        assert "USERPROFILE" not in text, name
+    for name in ("conda-env.cmd", "pip-lock.cmd", "ops-cpp.cmd", "import-check.cmd"):
+        assert (
+            f'if not defined NPULAB_CONDA_ROOT set "NPULAB_CONDA_ROOT={lay.conda_root}"'
+            in (scripts[name])
+        ), name
+    assert f"else {{ {quote_pwsh(lay.conda_root)} }}" in scripts["prereqs.ps1"]
+    assert lay.conda_root == wrappers.STAGED_CONDA_DEFAULT
+    assert winsteps.remote_root(recipe, {"host": "phx-01"}) == lay.build_dir(recipe.name)
+
+
+def test_no_system_cmake_is_required() -> None:
+    """The VS 2019 role installs no CMake component and the build does not need one (pip's
+    isolated build and the conda env supply it): the prerequisite check does not ask for it."""
+    from npulab.recipe import DEFAULT_RECIPE, find_recipe, load_recipe
+    from npulab.windows import steps as winsteps
+
+    prereqs = winsteps.render_scripts(load_recipe(find_recipe(DEFAULT_RECIPE)))["prereqs.ps1"]
+    assert "cmake" not in prereqs.lower()
+    assert "cmake" not in winsteps.STEPS_BY_NAME["win-prereqs"].does

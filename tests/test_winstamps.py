@@ -84,7 +84,7 @@ def recipe(project_root: Path) -> Recipe:
 
 
 def scripts(recipe: Recipe, env_yaml: str = "a") -> dict[str, str]:
-    facts = TreeFacts(env_file_sha256=env_yaml * 64, lock_sha256="1" * 64)
+    facts = TreeFacts(conda_env_sha256=env_yaml * 64, lock_sha256="1" * 64)
     return winsteps.render_scripts(recipe, facts)
 
 
@@ -95,7 +95,7 @@ def test_first_run_works_and_stamps_second_run_skips(recipe: Recipe) -> None:
     assert host.run(s, "conda-env.cmd") == 0
     assert host.ran == [
         ["conda.bat", "env", "create", "-n", "ryzenai-transformers", "-f",
-         "C:\\b\\scripts\\..\\tree\\example\\transformers\\env.yaml"],
+         "C:\\b\\scripts\\env-conda.yaml"],
     ]  # fmt: skip
     assert host.stamp("conda-env") == winsteps.stamp_digest(conda) + "\r\n"
     host.ran.clear()

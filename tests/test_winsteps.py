@@ -18,7 +18,6 @@ from npulab.windows.lfs import LfsObject
 from npulab.windows.script import CRLF, ScriptTemplate, check_cmd
 from npulab.windows.steps import TreeFacts
 from tests.pwsh import bad_nodes, string_values
-from tests.winemu import phase1
 
 WIN_NAMES = [
     "win-prereqs",
@@ -101,9 +100,10 @@ def test_step_commands(recipe: Recipe, tree: Path) -> None:
     assert recipe.upstream.repo_url in lfs
     assert "env create -n ryzenai-transformers -f" in s["conda-env.cmd"]
     assert "env update -n ryzenai-transformers -f" in s["conda-env.cmd"]
-    assert 'set "NPULAB_ENV_FILE=example\\transformers\\env.yaml"' in s["conda-env.cmd"]
-    env_sha = hashlib.sha256(b"name: ryzenai-transformers\n").hexdigest()
-    assert f"rem input: env.yaml sha256 {env_sha}" in s["conda-env.cmd"]
+    # conda reads the conda part written beside the scripts, never the whole env.yaml
+    assert 'set "NPULAB_ENV_FILE=%~dp0env-conda.yaml"' in s["conda-env.cmd"]
+    conda_sha = hashlib.sha256(s["env-conda.yaml"].encode()).hexdigest()
+    assert f"rem input: conda part of env.yaml sha256 {conda_sha}" in s["conda-env.cmd"]
     assert "pip install --require-hashes --no-deps -r" in s["pip-lock.cmd"]
     assert Path(recipe.env.lock).name in s["pip-lock.cmd"]
     assert 'python "%~dp0check-lock.py" "%~dp0%NPULAB_LOCK%"' in s["pip-lock.cmd"]
@@ -114,7 +114,7 @@ def test_step_commands(recipe: Recipe, tree: Path) -> None:
         for needle in ("vswhere", "vcvars64.bat", "activate", "call setup.bat", "pip install ops")
     ]
     assert order == sorted(order), "VS env, conda, setup.bat, then ops\\cpp in one session"
-    assert "python -m pip install ops\\cpp --force-reinstall" in ops
+    assert "python -m pip install ops\\cpp --force-reinstall --no-deps" in ops
     check = s["import-check.cmd"].split(CRLF)
     env_at = next(i for i, line in enumerate(check) if "npulab-env.cmd" in line)
     imp_at = next(i for i, line in enumerate(check) if "import os, qlinear, RyzenAI" in line)
@@ -171,7 +171,7 @@ LOCK_SCRIPT = "pip-lock.cmd"
         ),
         (
             lambda r: {"env": dataclasses.replace(r.env, env_file="a/env.yaml")},
-            {"conda-env.cmd"},
+            {"conda-env.cmd", "env-conda.yaml"},
         ),
         (
             lambda r: {"env": dataclasses.replace(r.env, name="other-env")},
@@ -192,7 +192,7 @@ def test_changed_key_changes_exactly(recipe: Recipe, tree: Path, change, expecte
 @pytest.mark.parametrize(
     ("edit", "expected"),
     [
-        ("example/transformers/env.yaml", {"conda-env.cmd"}),
+        ("example/transformers/env.yaml", {"conda-env.cmd", "env-conda.yaml"}),
         ("example/transformers/ops/cpp/setup.py", {"ops-cpp.cmd"}),
         ("example/transformers/setup.bat", {"ops-cpp.cmd"}),
         ("example/transformers/third_party/lib/tvm_ipu.dll", {"lfs.ps1"}),
@@ -205,7 +205,7 @@ def test_changed_tree_file_changes_exactly(
     before = _digests(recipe, tree)
     path = tree / edit
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(_pointer(b"new") if edit.endswith(".dll") else "changed\n")
+    path.write_text(_pointer(b"new") if edit.endswith(".dll") else "changed: 1\n")
     after = _digests(recipe, tree)
     assert {k for k in before if before[k] != after[k]} == expected
 
@@ -318,12 +318,12 @@ def test_cmd_checker_passes_escaped_for_sets_and_closed_blocks() -> None:
 def test_hostile_data_is_quoted(recipe: Recipe, tree: Path) -> None:
     hostile = "x&y/%PATH%/it's"
     r = dataclasses.replace(recipe, env=dataclasses.replace(recipe.env, env_file=hostile))
-    text = winsteps.render_scripts(r, TreeFacts.read(r, tree))["conda-env.cmd"]
+    rendered = winsteps.render_scripts(r, TreeFacts.read(r, tree))
+    text = rendered["conda-env.cmd"]
     assert check_cmd(text) == []
-    line = next(x for x in text.split(CRLF) if x.startswith('set "NPULAB_ENV_FILE=x'))
-    assert phase1(line, env={"PATH": "C:\\bin"}, batch=True) == (
-        'set "NPULAB_ENV_FILE=x&y\\%PATH%\\it\'s"'
-    )
+    # the env file's path never reaches a script: its conda part is a file beside them
+    assert not [k for k, v in rendered.items() if k.endswith(".cmd") and "x&y" in v]
+    assert 'set "NPULAB_ENV_FILE=%~dp0env-conda.yaml"' in text.split(CRLF)
     with pytest.raises(ValueError, match="plain name"):
         winsteps.render_scripts(dataclasses.replace(r, env=dataclasses.replace(r.env, name="a&b")))
 
@@ -391,9 +391,9 @@ def test_a_template_reads_only_what_its_record_declares(recipe: Recipe, tree: Pa
     facts = TreeFacts.read(recipe, tree)
     conda = winsteps.STEPS_BY_NAME["win-conda-env"]
     undeclared = dataclasses.replace(conda, reads=())
-    with pytest.raises(KeyError, match="env_file_sha256"):
+    with pytest.raises(KeyError, match="conda_env_sha256"):
         winsteps.render_step(undeclared, recipe, facts)
-    assert "env.yaml sha256" in winsteps.render_step(conda, recipe, facts)
+    assert "conda part of env.yaml sha256" in winsteps.render_step(conda, recipe, facts)
 
 
 def test_template_placeholders_are_strict() -> None:

@@ -192,7 +192,8 @@ STAGED_TREE = "D:\\实验室\\npu lab (x86)\\100%!\\build\\ryzenai-sw-1.1-llama3
 @pytest.mark.parametrize(
     ("caller_env", "conda"),
     [
-        ({"USERPROFILE": "C:\\Users\\Zoë & Co"}, "C:\\Users\\Zoë & Co\\miniconda3"),
+        # no NPULAB_CONDA_ROOT: the host layout's conda root, not the user's profile
+        ({"USERPROFILE": "C:\\Users\\Zoë & Co"}, "C:\\ProgramData\\miniconda3"),
         ({"USERPROFILE": "C:\\u", "NPULAB_CONDA_ROOT": "E:\\conda ^ 50%"}, "E:\\conda ^ 50%"),
     ],
 )

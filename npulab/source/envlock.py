@@ -150,6 +150,22 @@ def env_yaml_pip(text: str) -> list[str]:
     return []
 
 
+def conda_part(text: str) -> str:
+    """The env.yaml without its pip section: what ``conda env create`` may install. conda would
+    otherwise run pip on that section from the index without hashes, before the lock's
+    ``--require-hashes`` install finds everything already there and checks nothing."""
+    import yaml
+
+    data = yaml.safe_load(text)
+    if not isinstance(data, dict):
+        msg = "env.yaml: expected a mapping with name/channels/dependencies"
+        raise ConfigError(msg)
+    deps = [d for d in data.get("dependencies") or [] if not (isinstance(d, dict) and "pip" in d)]
+    out = {**data, "dependencies": deps}
+    head = "# conda part of the patched env.yaml (npulab): the pip part comes from the lock\n"
+    return head + yaml.safe_dump(out, sort_keys=False, default_flow_style=False)
+
+
 def check_env_yaml(env: PythonEnv, pip_lines: list[str], lock_text: str) -> list[str]:
     """Ways the patched env.yaml's pip part disagrees with the recipe pins and the lock."""
     lock = parse_lock(lock_text)

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 
+from npulab.hosts import layout
 from npulab.quoting import cmd_set, quote_cmd_arg, quote_pwsh
 
 CRLF = "\r\n"
@@ -42,7 +43,9 @@ PRELUDE = (
     'set "NPULAB_BUILD=%~dp0.."',
     'set "NPULAB_TREE=%NPULAB_BUILD%\\tree"',
     'set "NPULAB_STATE=%NPULAB_BUILD%\\.npulab-win"',
-    'if not defined NPULAB_CONDA_ROOT set "NPULAB_CONDA_ROOT=%USERPROFILE%\\miniconda3"',
+    # The host layout's conda root (the miniconda role installs there and sets the variable
+    # machine-wide); NPULAB_CONDA_ROOT from the environment wins.
+    "if not defined NPULAB_CONDA_ROOT " + cmd_set("NPULAB_CONDA_ROOT", layout.load().conda_root),
 )
 
 

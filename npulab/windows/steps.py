@@ -19,8 +19,10 @@ from typing import Literal
 
 from npulab import paths
 from npulab.build.plan import Options, Step
+from npulab.hosts import layout
 from npulab.quoting import cmd_set_value, quote_pwsh
 from npulab.recipe import Recipe
+from npulab.source import envlock
 from npulab.windows.lfs import (
     EXIT_NO_GIT,
     EXIT_NOT_FETCHED,
@@ -41,6 +43,9 @@ VS_RANGE_IN_FOR = VS_RANGE.replace(",", "^,").replace(")", "^)")
 ENV_CMD = "npulab-env.cmd"
 ENV_PS1 = "npulab-env.ps1"
 CHECK_LOCK = "check-lock.py"
+#: The conda part of the patched env.yaml (its pip section removed), written beside the scripts:
+#: ``conda env create`` reads this, so no pip requirement reaches the env without a hash.
+CONDA_ENV = "env-conda.yaml"
 Shell = Literal["cmd", "powershell"]
 
 
@@ -91,6 +96,9 @@ class TreeFacts:
 
     lfs_objects: tuple[LfsObject, ...] = ()
     env_file_sha256: str = "not-staged"
+    #: The conda part of the patched env.yaml (:func:`envlock.conda_part`), and its sha256.
+    conda_env: str = "# not staged: run invoke build with the full upstream tree\n"
+    conda_env_sha256: str = "not-staged"
     lock_sha256: str = "missing"
     ops_cpp_sha256: str = "not-staged"
 
@@ -103,9 +111,18 @@ class TreeFacts:
             if path.is_file():
                 h.update(path.relative_to(tree).as_posix().encode() + b"\0")
                 h.update(_sha(path).encode())
+        env_file = tree / recipe.env.env_file
+        conda = {}
+        if env_file.is_file():
+            text = envlock.conda_part(env_file.read_text(encoding="utf-8"))
+            conda = {
+                "conda_env": text,
+                "conda_env_sha256": hashlib.sha256(text.encode()).hexdigest(),
+            }
         return cls(
             lfs_objects=tuple(pointer_objects(tree, recipe)) if tree.is_dir() else (),
-            env_file_sha256=_sha(tree / recipe.env.env_file),
+            env_file_sha256=_sha(env_file),
+            **conda,
             lock_sha256=_sha(paths.project_root() / recipe.env.lock, "missing"),
             ops_cpp_sha256=h.hexdigest() if stack.is_dir() else "not-staged",
         )
@@ -129,7 +146,8 @@ WIN_STEPS: tuple[WinStep, ...] = (
         template="prereqs.ps1",
         timeout=300.0,
         stamped=False,
-        does=f"check conda, git + git lfs, {VS_DOES}, cmake, LongPathsEnabled",
+        # No system cmake: the stack's builds get theirs from pip and the conda env.
+        does=f"check conda, git + git lfs, {VS_DOES}, LongPathsEnabled",
     ),
     WinStep(
         name="win-lfs",
@@ -145,10 +163,11 @@ WIN_STEPS: tuple[WinStep, ...] = (
         name="win-conda-env",
         shell="cmd",
         template="conda-env.cmd",
-        reads=("env_file_sha256",),
+        reads=("conda_env_sha256",),
         timeout=3600.0,
         stamped=True,
-        does="conda env create (or update) -n <env.name> -f <patched env.yaml>",
+        does=f"conda env create (or update) -n <env.name> -f scripts\\{CONDA_ENV} (the patched "
+        "env.yaml without its pip section: the pip part comes only from the lock)",
     ),
     WinStep(
         name="win-pip-lock",
@@ -167,7 +186,7 @@ WIN_STEPS: tuple[WinStep, ...] = (
         timeout=3600.0,
         stamped=True,
         does="one cmd session: vcvars64.bat (VS 2019 via vswhere), conda activate, call setup.bat, "
-        "pip install ops\\cpp --force-reinstall",
+        "pip install ops\\cpp --force-reinstall --no-deps",
     ),
     WinStep(
         name="win-import-check",
@@ -194,6 +213,7 @@ def _values(recipe: Recipe, shell: Shell) -> dict[str, str]:
     if shell == "powershell":
         return {
             "repo_url": quote_pwsh(recipe.upstream.repo_url),
+            "conda_root": quote_pwsh(layout.load().conda_root),
             "vs_range": quote_pwsh(VS_RANGE),
             "vc_component": quote_pwsh(VC_COMPONENT),
             "smudge_args": ", ".join(quote_pwsh(a) for a in SMUDGE_ARGS),
@@ -203,13 +223,13 @@ def _values(recipe: Recipe, shell: Shell) -> dict[str, str]:
         }
     return {
         "env_name": safe_name(recipe.env.name),
-        "env_file": cmd_set_value(_win(recipe.env.env_file)),
         "lock_name": cmd_set_value(_win(recipe.env.lock).rsplit("\\", 1)[-1]),
         "stack": cmd_set_value(_win(recipe.upstream.subdir)),
         "vswhere": VSWHERE,
         "vs_range_in_for": VS_RANGE_IN_FOR,
         "vc_component": VC_COMPONENT,
         "check_lock": CHECK_LOCK,
+        "conda_env_file": CONDA_ENV,
         "env_cmd": ENV_CMD,
     }
 
@@ -274,6 +294,7 @@ def render_scripts(recipe: Recipe, facts: TreeFacts | None = None) -> dict[str, 
     out[ENV_CMD] = env_lines_cmd(env)
     out[ENV_PS1] = env_lines_ps1(env)
     out[CHECK_LOCK] = (Path(__file__).parent / "check_lock.py").read_text(encoding="utf-8")
+    out[CONDA_ENV] = facts.conda_env
     return out
 
 
@@ -322,7 +343,8 @@ def safe_name_path(path: str) -> str:
     return path
 
 
-DEFAULT_REMOTE_ROOT = "C:\\npulab\\build"
+#: Builds over WinRM: the host layout's build_root (``<build_root>\\<recipe>``).
+DEFAULT_REMOTE_ROOT = layout.load().build_root
 
 
 def remote_root(recipe: Recipe, extra: dict[str, str]) -> str | None:

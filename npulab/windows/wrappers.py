@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from npulab import log, paths
+from npulab.hosts import layout
 from npulab.quoting import cmd_set, quote_cmd_arg
 from npulab.recipe import Recipe
 
@@ -203,12 +204,13 @@ def render(entry: EntryPoint, env: RuntimeEnv) -> str:
 
 #: Where a staged build keeps things, relative to the wrappers in ``build/<recipe>/scripts``.
 STAGED_TREE = "%~dp0..\\tree"
-STAGED_CONDA_DEFAULT = "%USERPROFILE%\\miniconda3"
+#: The host layout's conda root (npulab/data/host-layout.yaml), where the miniconda role installs.
+STAGED_CONDA_DEFAULT = layout.load().conda_root
 
 
 def staged_env(recipe: Recipe) -> RuntimeEnv:
     """Paths of a staged build, resolved on the Windows machine: the tree next to the scripts,
-    conda from NPULAB_CONDA_ROOT (default: %USERPROFILE%\\miniconda3)."""
+    conda from NPULAB_CONDA_ROOT (default: the host layout's conda_root)."""
     subdir = recipe.upstream.subdir.replace("/", "\\")
     return RuntimeEnv(
         transformers_dir=Raw(win_join(STAGED_TREE, subdir)),

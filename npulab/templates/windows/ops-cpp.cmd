@@ -13,5 +13,5 @@ cd /d "%NPULAB_TREE%\%NPULAB_STACK%"
 if errorlevel 1 exit /b %errorlevel%
 call setup.bat
 if errorlevel 1 exit /b %errorlevel%
-python -m pip install ops\cpp --force-reinstall
+python -m pip install ops\cpp --force-reinstall --no-deps
 if errorlevel 1 exit /b %errorlevel%
