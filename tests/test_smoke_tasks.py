@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -58,15 +59,54 @@ def test_npu_backend_without_an_env_python_says_how_to_name_it(
     assert "--python" in str(err.value)
 
 
-def test_host_run_needs_a_model_dir_and_a_transport(
+def test_host_run_finds_model_and_env_from_the_host_layout(
+    project_root: Path, tmp_path: Path, isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No --model-dir, no --python: the layout's model_root and the host build's python.cmd."""
+    from npulab.hosts import layout
+
+    recipe = load_recipe(tiny_recipe(project_root, tmp_path))
+    monkeypatch.delenv("NPULAB_SMOKE_PYTHON", raising=False)
+    transport = _Unbuilt(tmp_path / "host")
+    monkeypatch.setattr(npulab.transport, "connect", lambda host: transport)
+    with pytest.raises(SmokeFailure):  # the host's build left no python.cmd: no report
+        smoke_run.smoke(recipe, host="lab1", dest=tmp_path / "out")
+    lay = layout.load()
+    python, runner = transport.ran[-1][:2]
+    assert python == lay.build_dir(recipe.name) + "\\scripts\\python.cmd"
+    assert runner.endswith("\\runner.py")
+    config = json.loads((tmp_path / "out" / "smoke.json").read_text())
+    assert recipe.model.revision
+    assert config["model_dir"] == lay.model_dir(recipe.model.repo_id, recipe.model.revision)
+    assert config["model_dir"].startswith(lay.model_root + "\\")
+    unpinned = dataclasses.replace(recipe, model=dataclasses.replace(recipe.model, revision=None))
+    with pytest.raises(ConfigError, match="no pinned revision"):
+        smoke_run.smoke(unpinned, host="lab1")
+
+
+class _Unbuilt:
+    """A host that has files but no build: every command it is asked to run is not found."""
+
+    def __init__(self, root: Path) -> None:
+        self.files = DirTransport(root)
+        self.ran: list[Sequence[str]] = []
+
+    def run(self, argv: Sequence[str], **kw: Any) -> Completed:
+        self.ran.append(argv)
+        return Completed(argv=tuple(argv), returncode=9009, stdout="", stderr="not recognized")
+
+    def put_file(self, local: Path, remote: str, *, dry_run: bool = False) -> None:
+        self.files.put_file(local, remote)
+
+    def get_file(self, remote: str, local: Path) -> None:
+        msg = f"{remote}: no such file on lab1"
+        raise TransportError(msg)
+
+
+def test_host_run_needs_a_transport(
     project_root: Path, tmp_path: Path, isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     recipe = load_recipe(tiny_recipe(project_root, tmp_path))
-    with pytest.raises(ConfigError, match="--model-dir is needed"):
-        smoke_run.smoke(recipe, host="lab1")
-    monkeypatch.delenv("NPULAB_SMOKE_PYTHON", raising=False)
-    with pytest.raises(ConfigError, match="--python is needed"):
-        smoke_run.smoke(recipe, host="lab1", model_dir="D:\\m")
     monkeypatch.delattr(npulab.transport, "connect", raising=False)
     with pytest.raises(TransportError, match=r"npulab\.transport\.connect"):
         smoke_run.smoke(recipe, host="lab1", model_dir="D:\\m", python="py.cmd")

@@ -24,6 +24,7 @@ from typing import Any
 
 from npulab import cmd, log, paths
 from npulab.errors import ConfigError, SmokeFailure, TransportError, VerificationError
+from npulab.hosts import layout as host_layout
 from npulab.model.fetch import model_dir as local_model_dir
 from npulab.recipe import Recipe
 from npulab.smoke import config as smoke_config
@@ -92,6 +93,14 @@ def python_for(
     )
 
 
+def host_model_dir(recipe: Recipe, host: str) -> str:
+    """Where the host layout keeps the pinned model on a lab host (``model_root``)."""
+    if recipe.model.revision is None:
+        msg = f"model {recipe.model.repo_id} has no pinned revision: no place for it on {host}"
+        raise ConfigError(msg, hint=f"invoke model.pin, or --model-dir <dir on {host}>")
+    return host_layout.load().model_dir(recipe.model.repo_id, recipe.model.revision)
+
+
 def smoke(
     recipe: Recipe,
     *,
@@ -107,18 +116,15 @@ def smoke(
     """Run the smoke test (locally, or on ``host``) and return its report."""
     if host is None:
         where = model_dir or str(local_model_dir(recipe.model))
-    elif model_dir is None:
-        msg = f"--model-dir is needed for host {host}: the model's directory on that machine"
-        raise ConfigError(msg, hint=f"`invoke smoke --host {host} --model-dir D:\\models\\...`")
     else:
-        where = model_dir
+        where = model_dir or host_model_dir(recipe, host)
     settings = smoke_config.render(recipe, model_dir=where, backend=backend, chip=chip)
-    remote_python = python or os.environ.get("NPULAB_SMOKE_PYTHON")
-    if host is not None and not remote_python:
-        msg = f"--python is needed for host {host}: the 1.1 env's interpreter there"
-        raise ConfigError(
-            msg, hint="pass the build's scripts\\python.cmd on that host (conda env + setup.bat)"
-        )
+    # On a host: the python.cmd of its `invoke build --host` (conda env + setup.bat + chcp).
+    remote_python = (
+        python
+        or os.environ.get("NPULAB_SMOKE_PYTHON")
+        or host_layout.load().build_dir(recipe.name) + "\\scripts\\python.cmd"
+    )
     local_python = python_for(backend, python, recipe) if host is None else ""
     if dry_run:
         # Nothing is written: the config is shown instead of saved.
