@@ -288,7 +288,7 @@ class StepMachine:
         from npulab.windows import steps as winsteps
         from npulab.windows.steps import TreeFacts
 
-        facts = TreeFacts(env_file_sha256=env_yaml * 64, lock_sha256="1" * 64)
+        facts = TreeFacts(conda_env_sha256=env_yaml * 64, lock_sha256="1" * 64)
         self.texts = winsteps.render_scripts(self.recipe, facts)
         for name, text in self.texts.items():
             if name.endswith(".cmd"):
@@ -349,7 +349,7 @@ def test_stamped_steps_with_stub_tools(tmp_path: Path) -> None:
     assert (rc, after) == (0, page)
     calls = m.conda_calls()
     assert [c[:4] for c in calls] == [["env", "create", "-n", m.recipe.env.name]]
-    assert calls[0][-1].endswith("\\env.yaml")
+    assert calls[0][-1].endswith("\\env-conda.yaml")  # the conda part, beside the scripts
     assert (m.stamp("conda-env") or "").strip() == winsteps.stamp_digest(m.texts["conda-env.cmd"])
     rc, out, after = m.run("conda-env.cmd")
     assert (rc, after) == (0, page)
