@@ -13,14 +13,22 @@ from invoke_tasks._common import config_value, fails_cleanly, is_dry_run
 @task(
     help={
         "recipe": "recipe name or path (default: npulab.recipe in invoke.yaml)",
-        "dest": "model directory, e.g. a lab share (default: the HF hub cache snapshot)",
+        "dest": "model directory, e.g. a lab share (default: the HF hub cache snapshot; with "
+        "--host, the host layout's model_root)",
+        "host": "inventory host that downloads it itself (npulab_stack's checkout runs "
+        "model.fetch there)",
         "verify": "hash every file again instead of trusting the size+mtime record",
         "dry_run": "print what would be downloaded or verified; touch nothing",
     }
 )
 @fails_cleanly
 def fetch(
-    c: Context, recipe: str = "", dest: str = "", verify: bool = False, dry_run: bool = False
+    c: Context,
+    recipe: str = "",
+    dest: str = "",
+    host: str = "",
+    verify: bool = False,
+    dry_run: bool = False,
 ) -> None:
     """Download the pinned model files; verify by sha256 (small files: git blob id, then locked)."""
     from npulab.model import fetch as models
@@ -28,6 +36,21 @@ def fetch(
     from npulab.recipe import find_recipe, load_recipe
 
     path = find_recipe(recipe or config_value(c, "recipe"))
+    if host:
+        from npulab.model.host import fetch_on_host
+        from npulab.transport import connect
+
+        loaded = load_recipe(path)
+        where_on_host = fetch_on_host(
+            loaded,
+            host,
+            connect(host),
+            dest=dest or None,
+            verify=verify,
+            dry_run=is_dry_run(c, dry_run),
+        )
+        print(where_on_host)
+        return
     where = models.fetch(
         load_recipe(path).model,
         dest=Path(dest) if dest else None,

@@ -26,6 +26,7 @@ from npulab import cmd, log, paths
 from npulab.errors import ConfigError, SmokeFailure, TransportError, VerificationError
 from npulab.hosts import layout as host_layout
 from npulab.model.fetch import model_dir as local_model_dir
+from npulab.model.host import host_model_dir
 from npulab.recipe import Recipe
 from npulab.smoke import config as smoke_config
 from npulab.smoke import report_check
@@ -91,14 +92,6 @@ def python_for(
         "--python <conda env>\\python.exe with setup.bat's variables set, or set "
         "NPULAB_SMOKE_PYTHON",
     )
-
-
-def host_model_dir(recipe: Recipe, host: str) -> str:
-    """Where the host layout keeps the pinned model on a lab host (``model_root``)."""
-    if recipe.model.revision is None:
-        msg = f"model {recipe.model.repo_id} has no pinned revision: no place for it on {host}"
-        raise ConfigError(msg, hint=f"invoke model.pin, or --model-dir <dir on {host}>")
-    return host_layout.load().model_dir(recipe.model.repo_id, recipe.model.revision)
 
 
 def smoke(
