@@ -41,6 +41,7 @@ def test_report_written_by_invoke_smoke_feeds_summary_and_history(
     assert phx.tokens_per_s is not None
     assert phx.tokens_per_s > 0
     assert phx.load_time_s is not None
+    assert phx.load_time_s > 0
     assert phx.answers
     assert all(answer for _, answer in phx.answers)
     assert hpt.verdict == "MISSING"

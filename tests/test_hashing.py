@@ -49,7 +49,7 @@ def test_a_record_matches_only_the_unchanged_file_and_the_expected_hash(tmp_path
 
 
 def test_records_round_trip_and_a_broken_sidecar_means_hash_everything(tmp_path: Path) -> None:
-    sidecar = tmp_path / ".npulab" / "verified.json"
+    sidecar = tmp_path / "model" / ".npulab" / "verified.json"
     records = {
         "b.bin": hashing.FileRecord(size=2, mtime_ns=5, sha256="b" * 64),
         "a.bin": hashing.FileRecord(size=1, mtime_ns=4, sha256="a" * 64),

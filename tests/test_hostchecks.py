@@ -286,3 +286,12 @@ def test_the_documented_exit_codes_are_the_ones_the_scripts_return(project_root:
     assert f"renamed into place (exit {psscripts.EXIT_UPLOAD_HASH})" in " ".join(lab.split())
     assert f"| upload | {winupload.EXIT_DAMAGED} | the joined archive does not match |" in build
     assert f"(mismatch: parts removed, exit {winupload.EXIT_DAMAGED})" in build
+
+
+def test_upload_progress_and_summary_in_mib(capsys: pytest.CaptureFixture[str]) -> None:
+    archive = winupload.Archive(
+        path=Path("x.zip"), sha256="abcdef0123456789" * 4, size=3 * 2**20, parts=(("a", "b"),) * 2
+    )
+    assert winupload.describe(archive) == "3.0 MiB in 2 part(s), sha256 abcdef012345"
+    winupload.progress(1, 2, "abcdef0123456789.000", 2**21)
+    assert capsys.readouterr().err == "    upload: part 1/2 abcdef0123456789.000 (2.0 MiB)\n"
