@@ -361,3 +361,39 @@ def test_passage_perplexity_is_kept_and_a_rise_is_flagged() -> None:
     assert [(f.metric, f.baseline) for f in flags] == [("passage perplexity", 3.0)]
     assert with_flags([night(5, 3.4)], flags)[0].flags == ("perplexity",)
     assert Entry.from_json(night(5, 3.4).to_json()).perplexity == 3.4
+
+
+def test_a_drop_exactly_at_the_limit_is_not_a_regression_and_tonight_is_not_its_own_baseline() -> (
+    None
+):
+    import dataclasses
+
+    from npulab.ci.report import regressions
+
+    matrix = load_matrix()
+    kind = matrix.machines[0]
+    limits = dataclasses.replace(
+        kind.thresholds, tokens_per_s_drop_pct=25.0, load_time_rise_pct=25.0
+    )
+    matrix = dataclasses.replace(
+        matrix, machines=(dataclasses.replace(kind, thresholds=limits), *matrix.machines[1:])
+    )
+
+    def night(day: int, speed: float, load: float) -> Entry:
+        return Entry(
+            night=f"2026-12-{day:02d}",
+            machine=kind.id,
+            chip=kind.chip,
+            verdict="PASS",
+            tokens_per_s=speed,
+            load_time_s=load,
+        )
+
+    history = [night(1, 4.0, 40.0)]
+    assert regressions([night(2, 3.0, 50.0)], history, matrix) == []  # -25 % / +25 %: at the limit
+    tonight = night(2, 2.99, 50.5)
+    # A re-run of the night: tonight's own earlier entry is in the history; it is no baseline.
+    flags = {f.metric: f for f in regressions([tonight], [*history, tonight], matrix)}
+    assert flags["tokens/s"].baseline == 4.0
+    assert flags["tokens/s"].change_pct == pytest.approx(-25.25)
+    assert flags["load time s"].change_pct == pytest.approx(26.25)

@@ -167,3 +167,8 @@ def test_pwsh_literal_parses_as_one_verbatim_string(arg: str) -> None:
 
     walk(tree.root_node)
     assert found == [literal]
+
+
+def test_cmd_quoting_needs_at_least_one_parse_pass() -> None:
+    with pytest.raises(ValueError, match="passes must be >= 1, got 0"):
+        quote_cmd_arg("x", passes=0)
