@@ -73,7 +73,6 @@ def main() -> None:
             settings = WinRMSettings(endpoint=server.endpoint, read_timeout_sec=120)
             creds = Credentials("labadmin", Secret(PASSWORD), "bench")
             transport = WinRMTransport("bench-01", settings, creds)
-            winrun.TRANSPORT[:] = [lambda ctx: transport]
             options = plan.Options(target="windows", extra={"host": "bench-01"})
             step = next(s for s in plan.plan(recipe, options) if s.name == "win-upload")
 
@@ -86,10 +85,11 @@ def main() -> None:
                     series=Series(directory=out, patches=()),
                     previous=manifest.load(out),
                     data={"steps": {}},
+                    transport=transport,
                 )
                 t0 = time.perf_counter()
                 with contextlib.redirect_stderr(io.StringIO()):
-                    detail = winrun._upload(ctx, step).detail
+                    detail = winrun.upload(ctx, step).detail
                 return time.perf_counter() - t0, detail
 
             cold, first = upload()

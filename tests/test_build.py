@@ -13,10 +13,11 @@ import yaml
 from npulab import paths
 from npulab.build import executor as build
 from npulab.build import plan, workflow
+from npulab.build.runners import RUNNERS
 from npulab.errors import BuildStepError, PatchError, SourceError
 from npulab.recipe import DEFAULT_RECIPE, Recipe, load_recipe
 from npulab.source import sources
-from npulab.windows import plan as winplan
+from npulab.windows.steps import WIN_STEPS
 from tests.gitrepo import (
     LFS_CONTENT,
     LFS_POINTER,
@@ -55,16 +56,23 @@ def test_plan_orders_staging_steps(project_root: Path) -> None:
     assert plan.staged_prefixes(recipe, plan.Options(patch_only=True), ["a/b"]) == ("a/b",)
 
 
-def test_windows_steps_plug_in(project_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_windows_steps_come_from_the_records(project_root: Path) -> None:
+    """The plan's Windows part is WIN_STEPS in order, between render and manifest; every kind it
+    names has a runner in the one wiring table."""
     recipe = load_recipe(project_root / "recipes" / f"{DEFAULT_RECIPE}.yaml")
-
-    def planner(r: Recipe, o: plan.Options) -> list[plan.Step]:
-        return [plan.Step(name="conda", kind="win-conda", description="env", where="windows")]
-
-    monkeypatch.setattr(winplan, "PLANNERS", [planner])
-    names = [s.name for s in plan.plan(recipe, plan.Options(target="windows"))]
-    assert names == ["fetch", "verify", "patch", "render", "conda", "manifest"]
-    assert "conda" not in [s.name for s in plan.plan(recipe, plan.Options(target="stage"))]
+    steps = plan.plan(recipe, plan.Options(target="windows"))
+    names = [s.name for s in steps]
+    assert names == [
+        "fetch",
+        "verify",
+        "patch",
+        "render",
+        *[w.name for w in WIN_STEPS],
+        "manifest",
+    ]
+    assert not [s for s in plan.plan(recipe, plan.Options(target="stage")) if s.where != "local"]
+    remote = plan.plan(recipe, plan.Options(target="windows", extra={"host": "phx-01"}))
+    assert {s.kind for s in remote} <= set(RUNNERS)
     assert plan.resolve_target("auto", os_name="nt") == "windows"
     assert plan.resolve_target("auto", os_name="posix") == "stage"
 
@@ -189,7 +197,6 @@ def test_patch_only_and_windows_refusal(staged: tuple[Path, Recipe, sources.Orig
     full = build.run(recipe, plan.Options(), origin)
     missing = {"path": "example/transformers/ops/cpp/big.lib", "reason": f"missing from {up}"}
     assert missing in full.manifest["not_staged"]
-    build.RUNNERS.pop("win-noop", None)
     with pytest.raises(SourceError, match=r"big\.lib"):
         build.run(recipe, plan.Options(target="windows"), origin)
 

@@ -10,14 +10,11 @@ import pytest
 
 from npulab.build import executor as build
 from npulab.build import plan
-from npulab.build.executor import Context
 from npulab.errors import BuildStepError
 from npulab.recipe import Recipe
 from npulab.source import sources
 from npulab.testing.fakehost import FakeHost, preset
 from npulab.testing.wsman_server import WSManServer
-from npulab.transport import Transport
-from npulab.windows import run as winrun
 from npulab.windows import upload as winupload
 from tests.gitrepo import LFS_POINTER
 from tests.test_build import DLL, MODELING, staged  # noqa: F401 - the staged upstream fixture
@@ -30,21 +27,16 @@ ROOT = "C:\\npulab\\build\\t"
 
 
 @pytest.fixture
-def lab(monkeypatch: pytest.MonkeyPatch) -> Iterator[BuildHost]:
+def lab() -> Iterator[BuildHost]:
     host = FakeHost("phx-01", preset("phx"), password=PASSWORD)
     with WSManServer(host, operation_timeout=0.5) as server:
-
-        def connect(ctx: Context) -> Transport:
-            assert ctx.options.extra["host"] == "phx-01"
-            return _transport(server)
-
-        monkeypatch.setattr(winrun, "TRANSPORT", [connect])
-        yield BuildHost(host)
+        yield BuildHost(host, server)
 
 
-def _build(recipe: Recipe, origin: sources.Origin) -> build.Result:
+def _build(recipe: Recipe, origin: sources.Origin, lab: BuildHost) -> build.Result:
     options = plan.Options(target="windows", extra={"host": "phx-01", "remote_root": ROOT})
-    return build.run(recipe, options, origin)
+    assert lab.server is not None
+    return build.run(recipe, options, origin, transport=_transport(lab.server))
 
 
 def test_host_build_uploads_runs_and_resumes(
@@ -56,7 +48,7 @@ def test_host_build_uploads_runs_and_resumes(
     _up, recipe, origin = staged
     lab.codes["ops-cpp.cmd"] = 1
     with pytest.raises(BuildStepError, match="win-ops-cpp failed on phx-01 with exit code 1"):
-        _build(recipe, origin)
+        _build(recipe, origin, lab)
     assert lab.ran == ALL[:5]
     step_log = (build.output_dir(recipe) / "logs" / "ops-cpp.log").read_text()
     assert step_log.startswith(f"$ cmd.exe /d /v:off /c {ROOT}\\scripts\\ops-cpp.cmd\n")
@@ -72,7 +64,7 @@ def test_host_build_uploads_runs_and_resumes(
 
     lab.ran.clear()
     lab.codes.clear()
-    result = _build(recipe, origin)
+    result = _build(recipe, origin, lab)
     assert lab.ran == ["prereqs.ps1", "lfs.ps1", "ops-cpp.cmd", "import-check.cmd"]
     assert result.steps["win-upload"] == "up-to-date"
     assert result.steps["win-conda-env"] == result.steps["win-pip-lock"] == "up-to-date"
@@ -82,6 +74,6 @@ def test_host_build_uploads_runs_and_resumes(
     for key in [k for k in files if "\\.npulab-win\\" in k]:
         del files[key]
     lab.ran.clear()
-    again = _build(recipe, origin)
+    again = _build(recipe, origin, lab)
     assert again.steps["win-upload"] == "done"
     assert lab.ran == ALL

@@ -16,6 +16,7 @@ from npulab.errors import CommandError, TransportError, VerificationError
 from npulab.hosts.credentials import Credentials, Secret
 from npulab.testing.fakehost import FakeHost, Response, clixml_error, preset
 from npulab.testing.wsman_server import Fault, WSManServer
+from npulab.transport import reboot
 from npulab.transport.settings import WinRMSettings
 from npulab.transport.winrm import WinRMTransport
 
@@ -198,8 +199,8 @@ def test_wrong_password_is_not_retried(host: FakeHost, server: WSManServer) -> N
 
 def test_reboot_waits_for_a_new_boot_time(host: FakeHost, server: WSManServer) -> None:
     t = _transport(server)
-    before = t.last_boot_time()
-    after = t.reboot(timeout=15, poll=0.2, delay=0)
+    before = reboot.last_boot_time(t)
+    after = reboot.reboot(t, timeout=15, poll=0.2, delay=0)
     assert after != before
     assert host.count("shutdown.exe") == 1
     assert t.run_script("# npulab-script: boot-time v1", shell="powershell").stdout.strip() == after
@@ -210,7 +211,7 @@ def test_reboot_wait_times_out(host: FakeHost) -> None:
         t = _transport(srv)
         start = time.monotonic()
         with pytest.raises(TransportError, match="did not come back from the reboot within 1s"):
-            t.reboot(timeout=1.0, poll=0.2, delay=0)
+            reboot.reboot(t, timeout=1.0, poll=0.2, delay=0)
         assert time.monotonic() - start < 6
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,6 @@ import pytest
 from npulab import paths
 from npulab.build import executor as build
 from npulab.build import manifest, plan
-from npulab.build import stage as stagesteps
 from npulab.build.workflow import run_build
 from npulab.cmd import Completed
 from npulab.errors import BuildStepError, CommandError, ConfigError
@@ -22,6 +21,7 @@ from npulab.recipe import DEFAULT_RECIPE, Recipe, load_recipe
 from npulab.source.patches import Series
 from npulab.source.sources import Origin
 from npulab.testing import psmodel
+from npulab.transport import Transport
 from npulab.windows import run as winrun
 from npulab.windows import steps as winsteps
 from npulab.windows import upload as winupload
@@ -110,28 +110,31 @@ def recipe(project_root: Path) -> Recipe:
 
 
 @pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[FakeTransport]]:
-    made: list[FakeTransport] = []
+def fake() -> list[FakeTransport]:
+    """made[0].state is the host everybody shares; each build gets its own transport after."""
     host: dict[str, Any] = {"codes": {}, "stamps": {}, "fs": psmodel.WinFS()}
-
-    def factory(ctx: build.Context) -> FakeTransport:
-        host["scripts_dir"] = ctx.scripts
-        made.append(FakeTransport(host))
-        return made[-1]
-
-    monkeypatch.setattr(winrun, "TRANSPORT", [factory])
-    made.append(FakeTransport(host))  # made[0].state is the host everybody shares
-    return made
+    return [FakeTransport(host)]
 
 
 def _windows_steps(recipe: Recipe, options: plan.Options) -> list[plan.Step]:
     return [s for s in plan.plan(recipe, options) if s.where == "windows"]
 
 
-def _run(recipe: Recipe, out: Path, extra: dict[str, str]) -> dict[str, str]:
-    """What build.run does for the Windows part: render, then each step via _run_step."""
-    stagesteps.register_all()
+def _run(
+    recipe: Recipe,
+    out: Path,
+    extra: dict[str, str],
+    made: list[FakeTransport] | None = None,
+    transport: Transport | None = None,
+) -> dict[str, str]:
+    """What build.run does for the Windows part: render, then each step via _run_step, through
+    one new transport on the host of ``made`` (or the given ``transport``)."""
     options = plan.Options(target="windows", extra=extra)
+    if transport is None:
+        assert made is not None
+        made.append(FakeTransport(made[0].state))
+        made[0].state["scripts_dir"] = out / "scripts"
+        transport = made[-1]
     ctx = build.Context(
         recipe=recipe,
         options=options,
@@ -140,6 +143,7 @@ def _run(recipe: Recipe, out: Path, extra: dict[str, str]) -> dict[str, str]:
         series=Series(directory=out, patches=()),
         previous=manifest.load(out),
         data={"steps": {"patch": {"detail": {"tree": "t" * 40}}}},
+        transport=transport,
     )
     env_yaml = ctx.tree / recipe.env.env_file
     env_yaml.parent.mkdir(parents=True, exist_ok=True)
@@ -186,7 +190,7 @@ def test_failing_step_stops_with_log_and_exit_code(
     fake[0].codes["pip-lock.cmd"] = 7
     out = tmp_path / "b"
     with pytest.raises(BuildStepError) as err:
-        _run(recipe, out, {"host": "npu-01", "remote_root": "C:\\npulab\\b"})
+        _run(recipe, out, {"host": "npu-01", "remote_root": "C:\\npulab\\b"}, fake)
     log_path = out / "logs" / "pip-lock.log"
     assert "win-pip-lock" in str(err.value)
     assert "exit code 7" in str(err.value)
@@ -218,10 +222,10 @@ def test_rerun_resumes_after_last_good_step(
     out = tmp_path / "b"
     fake[0].codes["ops-cpp.cmd"] = 2
     with pytest.raises(BuildStepError, match="exit code 2"):
-        _run(recipe, out, {})
+        _run(recipe, out, {}, fake)
     _fresh(fake)
     fake[0].codes.clear()
-    statuses = _run(recipe, out, {})
+    statuses = _run(recipe, out, {}, fake)
     # The checks run every time; the stamped steps that succeeded are not redone.
     assert _ran(fake) == ["prereqs.ps1", "lfs.ps1", "ops-cpp.cmd", "import-check.cmd"]
     assert statuses["win-conda-env"] == statuses["win-pip-lock"] == "up-to-date"
@@ -231,7 +235,7 @@ def test_rerun_resumes_after_last_good_step(
     changed = dataclasses.replace(
         recipe, env=dataclasses.replace(recipe.env, lock="recipes/locks/other.txt")
     )
-    _run(changed, out, {})
+    _run(changed, out, {}, fake)
     assert _ran(fake) == [
         "prereqs.ps1",
         "lfs.ps1",
@@ -243,16 +247,16 @@ def test_rerun_resumes_after_last_good_step(
 
 def test_wiped_host_is_rebuilt(recipe: Recipe, tmp_path: Path, fake: list[FakeTransport]) -> None:
     out = tmp_path / "b"
-    _run(recipe, out, {"host": "npu-01"})
+    _run(recipe, out, {"host": "npu-01"}, fake)
     _fresh(fake)
-    assert _run(recipe, out, {"host": "npu-01"})["win-conda-env"] == "up-to-date"
+    assert _run(recipe, out, {"host": "npu-01"}, fake)["win-conda-env"] == "up-to-date"
     assert len(fake) == 2, "stamp reads share the build's transport"
     assert _ran(fake) == ["prereqs.ps1", "lfs.ps1", "import-check.cmd"]
     assert not [u for t in fake[1:] for u in t.uploads], "the host holds this upload"
     _fresh(fake)
     fake[0].state["stamps"].clear()  # a reinstalled machine under the same name
     fake[0].state["fs"] = psmodel.WinFS()
-    statuses = _run(recipe, out, {"host": "npu-01"})
+    statuses = _run(recipe, out, {"host": "npu-01"}, fake)
     assert statuses["win-upload"] == "done"
     assert _ran(fake) == ALL
 
@@ -265,14 +269,14 @@ def test_interrupted_upload_resumes_without_resending_parts(
     full = "There is not enough space on the disk."
     fake[0].state["fs"].refuse = lambda path: full if "\\.npulab-new\\" in path else None
     with pytest.raises(BuildStepError, match="unpacking on fake-npu") as err:
-        _run(recipe, out, {"host": "npu-01"})
+        _run(recipe, out, {"host": "npu-01"}, fake)
     assert full in str(err.value)
     assert "parts already sent are kept" in str(err.value.hint)
     sent = [u for t in fake[1:] for u in t.uploads]
     assert len(sent) > 2
     _fresh(fake)
     fake[0].state["fs"].refuse = None
-    _run(recipe, out, {"host": "npu-01"})
+    _run(recipe, out, {"host": "npu-01"}, fake)
     assert not [u for t in fake[1:] for u in t.uploads], "every part was already on the host"
     upload = json.loads((out / "manifest.json").read_text())["steps"]["win-upload"]["detail"]
     stamp = fake[0].state["fs"].read(upload["root"] + "\\.npulab-win\\upload.sha256")
@@ -284,7 +288,7 @@ def test_local_run_uploads_nothing(
     recipe: Recipe, tmp_path: Path, fake: list[FakeTransport]
 ) -> None:
     out = tmp_path / "b"
-    _run(recipe, out, {})
+    _run(recipe, out, {}, fake)
     assert len(fake) == 2, "one transport for the whole build"
     assert all(not t.uploads for t in fake)
     assert fake[1].calls[0][-1] == str(out / "scripts" / "prereqs.ps1")
@@ -294,8 +298,13 @@ def test_dry_run_runs_nothing(
     project_root: Path,
     isolated_cache: Path,
     capsys: pytest.CaptureFixture[str],
-    fake: list[FakeTransport],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    def no_connect(*args: object, **kw: object) -> None:
+        msg = "a dry run opened a transport"
+        raise AssertionError(msg)
+
+    monkeypatch.setattr(winrun, "connect", no_connect)
     assert (
         run_build(DEFAULT_RECIPE, target="windows", dry_run=True, extra={"host": "phx-01"}) is None
     )
@@ -305,8 +314,6 @@ def test_dry_run_runs_nothing(
         assert f"{n:2}. {name} [windows]" in text
     assert "pip install ops\\cpp --force-reinstall" in text
     assert "import qlinear, RyzenAI" in text
-    assert len(fake) == 1
-    assert not fake[0].calls
     assert not any(isolated_cache.iterdir()) if isolated_cache.exists() else True
 
 
@@ -338,7 +345,7 @@ def test_step_log_streams_or_falls_back_and_timeouts_keep_output(
 ) -> None:
     out = tmp_path / "b"
     fake[0].state["stream"] = False  # a transport that returns output only at the end
-    _run(recipe, out, {})
+    _run(recipe, out, {}, fake)
     assert (
         (out / "logs" / "conda-env.log")
         .read_text()
@@ -350,20 +357,17 @@ def test_step_log_streams_or_falls_back_and_timeouts_keep_output(
     fake[0].state["stamps"].clear()
     fake[0].state["hang"] = {"conda-env.cmd"}
     with pytest.raises(BuildStepError, match=r"win-conda-env on fake-npu: .*timed out") as err:
-        _run(recipe, out, {})
+        _run(recipe, out, {}, fake)
     log_text = (out / "logs" / "conda-env.log").read_text()
     assert "half of the work\n--- stopped: [fake-npu] command timed out after 3600.0s" in log_text
     assert str(out / "logs" / "conda-env.log") in str(err.value)
 
 
-def test_windows_steps_refuse_a_non_windows_machine(
-    recipe: Recipe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_windows_steps_refuse_a_non_windows_machine(recipe: Recipe, tmp_path: Path) -> None:
     from npulab.transport.local import LocalTransport
 
-    monkeypatch.setattr(winrun, "TRANSPORT", [lambda ctx: LocalTransport()])
     with pytest.raises(BuildStepError, match="win-prereqs runs on Windows; local is ") as err:
-        _run(recipe, tmp_path / "b", {})
+        _run(recipe, tmp_path / "b", {}, transport=LocalTransport())
     assert "invoke build --host NAME" in str(err.value.hint)
     assert not (tmp_path / "b" / "logs").exists(), "nothing was started"
 
@@ -386,7 +390,7 @@ def test_a_build_folder_cmd_c_cannot_carry_is_refused_before_upload(
 ) -> None:
     """Finding 4 (issue 17): cmd /c "<root>\\scripts\\NN.cmd" would split such a path."""
     with pytest.raises(BuildStepError, match="cannot start from remote_root") as err:
-        _run(recipe, tmp_path / "b", {"host": "npu-01", "remote_root": root})
+        _run(recipe, tmp_path / "b", {"host": "npu-01", "remote_root": root}, fake)
     assert "win-upload" in str(err.value) or "cmd /c" in str(err.value)
     assert [u for t in fake[1:] for u in t.uploads] == []
     assert _ran(fake) == []

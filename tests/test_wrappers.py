@@ -238,12 +238,6 @@ def test_staged_wrappers_find_tree_and_conda_at_run_time(
     assert seen == [[python, f"{SCRIPTS}runner.py", "--config", "a & b.json"]]
 
 
-def test_staging_registers_the_wrapper_renderer() -> None:
-    from npulab.build import stage as stagesteps
-
-    assert render_staged in stagesteps.RENDERERS
-
-
 @pytest.mark.parametrize(
     "wrapper", ["C:\\b\\scripts\\python.cmd", "D:\\实验 (x86)\\R&D\\python.cmd"]
 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from npulab.testing import psmodel
 from npulab.testing.fakehost import FakeHost, Response
+from npulab.testing.wsman_server import WSManServer
 from npulab.windows.steps import stamp_digest
 from tests.pwsh import string_values
 
@@ -18,8 +19,10 @@ def _key(path: str) -> str:
 
 
 class BuildHost:
-    def __init__(self, host: FakeHost) -> None:
+    def __init__(self, host: FakeHost, server: WSManServer | None = None) -> None:
         self.host = host
+        #: The WS-Man server answering for ``host`` (tests connect their transport to it).
+        self.server = server
         self.codes: dict[str, int] = {}
         self.ran: list[str] = []
         host.on("script:upload-state", self._state)

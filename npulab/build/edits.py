@@ -27,7 +27,7 @@ from npulab.source import lfs
 from npulab.source.gitutil import git
 
 if TYPE_CHECKING:
-    from npulab.build.executor import Context
+    from npulab.build.context import Context
 
 SHOWN = 10
 

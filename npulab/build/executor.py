@@ -5,8 +5,9 @@ Output: ``build/<recipe>/`` with ``tree/`` (patched upstream), ``scripts/`` (ren
 run and whose output still verifies is reported "up to date" and not redone. ``fetch`` and
 ``verify`` always run: they are the verification.
 
-Step executors live in :data:`RUNNERS` keyed by ``Step.kind`` (the staging ones are registered by
-:mod:`npulab.build.stage`); the Windows build registers its own.
+Step executors come from :data:`npulab.build.runners.RUNNERS`, keyed by ``Step.kind`` (built
+once there from :mod:`npulab.build.stage` and :mod:`npulab.windows.run`; nothing registers at
+import or run time).
 """
 
 from __future__ import annotations
@@ -28,75 +29,17 @@ from npulab.build import manifest
 from npulab.errors import BuildStepError, NpulabError
 from npulab.source.patches import Series, load_series
 from npulab.build.plan import ALWAYS_RUN_KINDS, Options, Step, format_plan, plan, staged_prefixes
+from npulab.build.context import Context, Outcome, Runner
+from npulab.build.runners import INPUTS, RUNNERS
 from npulab.recipe import Recipe
-from npulab.source.sources import Entry, Origin, Source
+from npulab.source.sources import Origin
+from npulab.transport.base import Transport
+
+__all__ = ["RUNNERS", "Context", "Outcome", "Result", "Runner", "dry_run", "output_dir", "run"]
 
 
-@dataclass
-class Context:
-    """Everything steps share during one build."""
-
-    recipe: Recipe
-    options: Options
-    origin: Origin
-    out: Path
-    series: Series
-    previous: dict[str, Any]
-    data: dict[str, Any]
-    source: Source | None = None
-    entries: list[Entry] = field(default_factory=list)
-    digests: dict[str, str] = field(default_factory=dict)
-    #: Objects the steps of this one build share (the Windows host's transport).
-    shared: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def tree(self) -> Path:
-        return self.out / "tree"
-
-    @property
-    def scripts(self) -> Path:
-        return self.out / "scripts"
-
-    @property
-    def state(self) -> Path:
-        return self.out / ".npulab"
-
-    @property
-    def prefixes(self) -> tuple[str, ...]:
-        return staged_prefixes(self.recipe, self.options, self.series.files)
-
-    def need_source(self) -> Source:
-        if self.source is None:
-            msg = "internal: a step needs the source before 'fetch' ran"
-            raise BuildStepError(msg)
-        return self.source
-
-    def warn(self, step: str, message: str) -> None:
-        log.warning(message)
-        self.data.setdefault("warnings", []).append({"step": step, "message": message})
-
-
-@dataclass(frozen=True, kw_only=True)
-class Outcome:
-    detail: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, kw_only=True)
-class Runner:
-    run: Callable[[Context, Step], Outcome]
-    #: True when the step's previous output is still intact (only asked if inputs are unchanged).
-    intact: Callable[[Context, Step], bool] | None = None
-
-
-RUNNERS: dict[str, Runner] = {}
-#: Step input keys by prefix (``winscript:<file>``) -> value, for inputs other modules own.
-INPUT_PROVIDERS: dict[str, Callable[[Context, str], Any]] = {}
 #: Steps that run every time (verification and the manifest): not "work" in the summary.
 VERIFY_ONLY = frozenset({"fetch", "verify", "manifest"})
-
-
-def register(kind: str, runner: Runner) -> None:
-    RUNNERS[kind] = runner
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -137,7 +80,7 @@ def input_value(ctx: Context, key: str) -> Any:
     }
     if key.startswith("step:"):
         return ctx.digests.get(key[5:])
-    for prefix, provider in INPUT_PROVIDERS.items():
+    for prefix, provider in INPUTS.items():
         if key.startswith(prefix):
             return provider(ctx, key)
     if key in values:
@@ -182,24 +125,37 @@ def run(
     *,
     wait: bool = True,
     discard_edits: bool = False,
+    transport: Transport | None = None,
 ) -> Result:
     """Execute the plan for ``recipe``; returns per-step statuses (done / up to date).
 
-    The whole run holds ``build/<recipe>``'s lock (``wait``: wait for another build of it, else
+    ``transport``: the Windows build host (its steps run through it). The whole run holds ``build/<recipe>``'s lock (``wait``: wait for another build of it, else
     fail at once); leftovers of killed builds are swept first."""
     out = output_dir(recipe)
     out.mkdir(parents=True, exist_ok=True)
     with dirlock.locked(out, "build", wait=wait, what=f"build directory {out}"):
         scratch.sweep_build(out)
-        return _run_locked(recipe, options, origin, out, wait=wait, discard_edits=discard_edits)
+        return _run_locked(
+            recipe,
+            options,
+            origin,
+            out,
+            wait=wait,
+            discard_edits=discard_edits,
+            transport=transport,
+        )
 
 
 def _run_locked(
-    recipe: Recipe, options: Options, origin: Origin, out: Path, *, wait: bool, discard_edits: bool
+    recipe: Recipe,
+    options: Options,
+    origin: Origin,
+    out: Path,
+    *,
+    wait: bool,
+    discard_edits: bool,
+    transport: Transport | None,
 ) -> Result:
-    from npulab.build import stage as stagesteps
-
-    stagesteps.register_all()
     steps = plan(recipe, options)
     series = load_series(recipe.patches.directory)
     previous = manifest.load(out)
@@ -224,6 +180,8 @@ def _run_locked(
         series=series,
         previous=previous,
         data=data,
+        plan=steps,
+        transport=transport,
     )
     ctx.shared["wait"] = wait
     ctx.shared["discard_edits"] = discard_edits

@@ -5,8 +5,9 @@ names the inputs it depends on (``recipe``, ``series``, ``upstream.commit``, ``s
 the executor digests them, and a step whose input digest matches the last successful run (and
 whose output still verifies) is reported up to date instead of redone.
 
-The Windows part is pluggable: :mod:`npulab.windows.plan` holds a list of planner functions that add
-steps after ``render`` (issue "Run the build on Windows").
+The order is fixed here: the staging steps, then (target ``windows``) ``win-upload`` for a remote
+host and one step per record of :data:`npulab.windows.steps.WIN_STEPS`, then ``manifest``. Each
+``kind`` names its runner in :data:`npulab.build.runners.RUNNERS`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from npulab.recipe import Recipe
+from npulab.windows.steps import WIN_STEPS, remote_root
 
 Target = Literal["stage", "windows"]
 TargetChoice = Literal["auto", "stage", "windows"]
@@ -31,7 +33,7 @@ class Step:
     """One unit of work in a build plan."""
 
     name: str
-    #: What executes it: a key of ``npulab.build.executor.RUNNERS`` (fetch, verify, patch, render, ...).
+    #: What executes it: a key of ``npulab.build.runners.RUNNERS`` (fetch, verify, patch, render, ...).
     kind: str
     description: str
     #: Input keys whose digests decide whether the step must run again.
@@ -99,9 +101,7 @@ def plan(recipe: Recipe, options: Options) -> tuple[Step, ...]:
         ),
     ]
     if options.target == "windows":
-        from npulab.windows import plan as winplan
-
-        steps.extend(winplan.steps(recipe, options))
+        steps.extend(windows_steps(recipe, options))
     steps.append(
         Step(
             name="manifest",
@@ -115,6 +115,36 @@ def plan(recipe: Recipe, options: Options) -> tuple[Step, ...]:
         msg = f"plan has duplicate step names: {names}"
         raise ValueError(msg)
     return tuple(steps)
+
+
+def windows_steps(recipe: Recipe, options: Options) -> list[Step]:
+    """The Windows steps, each depending on its own rendered script (``winscript:<file>``); for
+    a remote host, ``win-upload`` first puts ``tree\\`` and ``scripts\\`` there."""
+    steps = []
+    root = remote_root(recipe, options.extra)
+    if root is not None:
+        host = options.extra.get("host", "local")
+        steps.append(
+            Step(
+                name="win-upload",
+                kind="winupload",
+                description=f"upload tree\\ and scripts\\ to {host}:{root} (zip in 8 MiB "
+                "parts, sha256-checked, resumable; swapped in whole)",
+                inputs=("winupload:content",),
+                where="windows",
+            )
+        )
+    for win in WIN_STEPS:
+        steps.append(
+            Step(
+                name=win.name,
+                kind=win.kind,
+                description=f"scripts\\{win.script}: {win.does}",
+                inputs=(f"winscript:{win.script}",),
+                where="windows",
+            )
+        )
+    return steps
 
 
 def format_plan(steps: Sequence[Step]) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 from npulab import log
@@ -15,7 +14,8 @@ from npulab.source import patches
 from npulab.build import plan
 from npulab.source import sources
 from npulab.windows import wrappers
-from npulab.build.executor import Context, Outcome, Runner, register
+from npulab.windows.steps import render_windows
+from npulab.build.context import Context, Outcome
 from npulab.source.gitutil import git
 from npulab.hashing import sha256_file
 from npulab.build.plan import Step
@@ -23,12 +23,8 @@ from npulab.recipe import Recipe
 
 NOT_STAGED_REASON = "not staged: needs a Windows host with the full source"
 
-#: Script renderers: ``(recipe, tree, scripts_dir) -> written paths``. Issues 3/4 append theirs.
-Renderer = Callable[[Recipe, Path, Path], list[Path]]
-RENDERERS: list[Renderer] = [wrappers.render_staged]
 
-
-def _fetch(ctx: Context, step: Step) -> Outcome:
+def fetch(ctx: Context, step: Step) -> Outcome:
     up = ctx.recipe.upstream
     src = sources.ensure_source(
         repo_url=up.repo_url,
@@ -54,7 +50,7 @@ def _fetch(ctx: Context, step: Step) -> Outcome:
     return Outcome(detail={"fetched": src.fetched})
 
 
-def _verify(ctx: Context, step: Step) -> Outcome:
+def verify(ctx: Context, step: Step) -> Outcome:
     src = ctx.need_source()
     spec = ctx.recipe.upstream.lfs
     ctx.entries = sources.list_tree(src, ctx.prefixes) if ctx.prefixes else []
@@ -99,7 +95,7 @@ def _pending_index(ctx: Context) -> Path:
     return ctx.state / "tree.index.pending"
 
 
-def _patch(ctx: Context, step: Step) -> Outcome:
+def patch(ctx: Context, step: Step) -> Outcome:
     src = ctx.need_source()
     ctx.state.mkdir(parents=True, exist_ok=True)
     hand_edits = edits.edited(ctx)
@@ -163,7 +159,7 @@ def _stamp(tree: Path, stamp: int) -> None:
             os.utime(path, (stamp, stamp))
 
 
-def _patch_intact(ctx: Context, step: Step) -> bool:
+def patch_intact(ctx: Context, step: Step) -> bool:
     """tree/ holds exactly the tree the manifest records (by tree hash; the index only saves
     re-hashing files whose stat data did not change) and nothing else."""
     ctx.need_source()
@@ -180,19 +176,12 @@ def _patch_intact(ctx: Context, step: Step) -> bool:
     return True
 
 
-def _render(ctx: Context, step: Step) -> Outcome:
+def render(ctx: Context, step: Step) -> Outcome:
     tmp = patches.scratch_dir(ctx.scripts, f".{ctx.scripts.name}.new-")
     try:
-        written: list[Path] = []
-        for renderer in RENDERERS:
-            written.extend(renderer(ctx.recipe, ctx.tree, tmp))
-        if not RENDERERS:
-            (tmp / "README.md").write_text(
-                "# scripts\n\nNo script renderer is registered yet: the Windows build scripts\n"
-                "(setup, conda env, ops\\cpp build, smoke) are rendered here once the\n"
-                "Windows build steps land.\n",
-                encoding="utf-8",
-            )
+        # The wrappers (python.cmd, pip.cmd, smoke.cmd), then the Windows step scripts.
+        wrappers.render_staged(ctx.recipe, ctx.tree, tmp)
+        render_windows(ctx.recipe, ctx.tree, tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -208,12 +197,12 @@ def _digests(root: Path) -> dict[str, str]:
     }
 
 
-def _render_intact(ctx: Context, step: Step) -> bool:
+def render_intact(ctx: Context, step: Step) -> bool:
     before = ctx.previous.get("steps", {}).get(step.name, {}).get("detail", {})
     return ctx.scripts.is_dir() and _digests(ctx.scripts) == before.get("files")
 
 
-def _manifest(ctx: Context, step: Step) -> Outcome:
+def write_manifest(ctx: Context, step: Step) -> Outcome:
     steps = ctx.data["steps"]
     staged = steps.get("patch", {}).get("detail", {})
     ctx.data["staged"] = staged
@@ -233,21 +222,8 @@ def _manifest(ctx: Context, step: Step) -> Outcome:
             "the Windows build (conda env, setup.bat, pip install ops\\cpp, LFS content, smoke) "
             "needs a Windows host: run `invoke build` there, or `--target windows` with a host"
         )
-    elif not any(s.where == "windows" for s in plan.plan(ctx.recipe, ctx.options)):
-        remaining.append("no Windows build steps are registered yet (npulab.windows.plan.PLANNERS)")
     ctx.data["remaining"] = remaining
     ctx.data["finished_at"] = manifest.now()
     ctx.data["steps"][step.name] = {"status": "done", "finished_at": ctx.data["finished_at"]}
     manifest.save(ctx.out, ctx.data)
     return Outcome()
-
-
-def register_all() -> None:
-    from npulab.windows import run as winrun
-
-    winrun.register_all()
-    register("fetch", Runner(run=_fetch))
-    register("verify", Runner(run=_verify))
-    register("patch", Runner(run=_patch, intact=_patch_intact))
-    register("render", Runner(run=_render, intact=_render_intact))
-    register("manifest", Runner(run=_manifest))

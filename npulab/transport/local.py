@@ -13,7 +13,7 @@ from pathlib import Path
 from npulab import cmd, log
 from npulab.cmd import Completed, OutputSink
 from npulab.errors import VerificationError
-from npulab.transport import Shell
+from npulab.transport.base import Shell
 
 
 class LocalTransport:

@@ -9,7 +9,6 @@ that refuses connections while it restarts costs one refused connect per poll.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
 from npulab import log
 from npulab.errors import CommandError, TransportError
@@ -17,9 +16,7 @@ from npulab.quoting import quote_argv
 from npulab.transport import psscripts
 from npulab.transport.decode import clixml_to_text
 from npulab.transport.faults import MaybeStarted
-
-if TYPE_CHECKING:
-    from npulab.transport.winrm import WinRMTransport
+from npulab.transport.winrm import WinRMTransport
 
 
 def last_boot_time(t: WinRMTransport, *, retries: int | None = None) -> str:
@@ -39,7 +36,7 @@ def last_boot_time(t: WinRMTransport, *, retries: int | None = None) -> str:
 
 def reboot(t: WinRMTransport, *, timeout: float = 600.0, poll: float = 5.0, delay: int = 2) -> str:
     """Reboot and wait (bounded) until the boot time changes and WinRM answers again."""
-    before = t.last_boot_time()
+    before = last_boot_time(t)
     log.info(f"[{t._name}] rebooting (last boot {before}); waiting up to {timeout:.0f}s")
     try:
         result = t.run(
@@ -60,7 +57,7 @@ def reboot(t: WinRMTransport, *, timeout: float = 600.0, poll: float = 5.0, dela
     while time.monotonic() < deadline:
         t._sleep(poll)
         try:
-            now = t.last_boot_time(retries=0)
+            now = last_boot_time(t, retries=0)
         except (TransportError, MaybeStarted, CommandError) as exc:
             last_reason = str(exc).splitlines()[0]
             continue

@@ -30,7 +30,8 @@ from npulab.cmd import Completed, OutputSink
 from npulab.errors import CommandError, TransportError
 from npulab.hosts.credentials import Credentials, redact
 from npulab.quoting import quote_argv
-from npulab.transport import Shell, psscripts
+from npulab.transport import psscripts
+from npulab.transport.base import Shell
 from npulab.transport.decode import clixml_to_text, decode_output, is_utf8
 from npulab.transport.faults import Fault, MaybeStarted, classify
 from npulab.transport.files import RemoteFiles
@@ -374,16 +375,3 @@ class WinRMTransport(RemoteFiles):
 
     def _fetch_text(self, script: str) -> str:
         return self.run_script(script, shell="powershell", idempotent=True).stdout
-
-    # -- reboot (npulab.transport.reboot) ------------------------------------------------
-    def last_boot_time(self, *, retries: int | None = None) -> str:
-        """``Win32_OperatingSystem.LastBootUpTime`` (UTC, ISO 8601)."""
-        from npulab.transport.reboot import last_boot_time
-
-        return last_boot_time(self, retries=retries)
-
-    def reboot(self, *, timeout: float = 600.0, poll: float = 5.0, delay: int = 2) -> str:
-        """Reboot and wait (bounded) until the boot time changes and WinRM answers again."""
-        from npulab.transport.reboot import reboot
-
-        return reboot(self, timeout=timeout, poll=poll, delay=delay)

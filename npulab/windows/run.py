@@ -14,58 +14,34 @@ the checks (prerequisites, LFS objects, import) run every time.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from npulab import log
-from npulab.build.executor import Context, Outcome, Runner, register
+from npulab.build.context import Context, Outcome
 from npulab.build.plan import Step
 from npulab.cmd import Completed
 from npulab.errors import BuildStepError, CommandError
-from npulab.recipe import Recipe
-from npulab.transport import Transport
+from npulab.transport import Transport, connect
 from npulab.windows import upload as winupload
 from npulab.windows.script import CMD_C_BREAKERS, cmd_c_path_problem
 from npulab.windows.steps import (
     STEPS_BY_NAME,
     WIN_STEPS,
-    TreeFacts,
     WinStep,
     remote_root,
-    render_scripts,
     stamp_digest,
     stamp_read_ps1,
 )
-from npulab.windows.wrappers import write_all
-
-__all__ = ["TRANSPORT", "register_all", "remote_root", "render_windows"]
-
-#: Makes the transport for a build (tests replace it with a scripted fake).
-TransportFactory = Callable[[Context], Transport]
-
-
-def default_transport(ctx: Context) -> Transport:
-    from npulab.transport import connect
-
-    return connect(ctx.options.extra.get("host", "local"))
-
-
-TRANSPORT: list[TransportFactory] = [default_transport]
 
 
 def _transport(ctx: Context) -> Transport:
     """The build host's transport, made once per build: every step, stamp read and upload
     shares one connection (and one credential lookup)."""
-    if "transport" not in ctx.shared:
-        ctx.shared["transport"] = TRANSPORT[0](ctx)
-    transport: Transport = ctx.shared["transport"]
-    return transport
-
-
-def render_windows(recipe: Recipe, tree: Path, scripts: Path) -> list[Path]:
-    """Staging renderer: the step scripts, check-lock.py and npulab-env.cmd/.ps1."""
-    return write_all(render_scripts(recipe, TreeFacts.read(recipe, tree)), scripts)
+    if ctx.transport is None:
+        ctx.transport = connect(ctx.options.extra.get("host", "local"))
+    return ctx.transport
 
 
 def _record(step: Step) -> WinStep:
@@ -142,7 +118,7 @@ class StepLog:
         self._fh.close()
 
 
-def _run(ctx: Context, step: Step) -> Outcome:
+def run_script_step(ctx: Context, step: Step) -> Outcome:
     win = _record(step)
     script = win.script
     local = ctx.scripts / script
@@ -219,7 +195,7 @@ def _script_for_first_cmd() -> str:
     return next(w.script for w in WIN_STEPS if w.shell == "cmd")
 
 
-def _stamp_intact(ctx: Context, step: Step) -> bool:
+def stamp_intact(ctx: Context, step: Step) -> bool:
     """Unchanged inputs skip a stamped step only while the host's stamp still matches."""
     win = _record(step)
     expected = stamp_digest((ctx.scripts / win.script).read_bytes().decode("utf-8"))
@@ -232,7 +208,7 @@ def _stamp_intact(ctx: Context, step: Step) -> bool:
     return True
 
 
-def _upload(ctx: Context, step: Step) -> Outcome:
+def upload(ctx: Context, step: Step) -> Outcome:
     root = remote_root(ctx.recipe, ctx.options.extra)
     if root is None:
         msg = "internal: win-upload runs only for a remote host"
@@ -279,22 +255,9 @@ def _upload(ctx: Context, step: Step) -> Outcome:
     )
 
 
-def _upload_intact(ctx: Context, step: Step) -> bool:
+def upload_intact(ctx: Context, step: Step) -> bool:
     root = remote_root(ctx.recipe, ctx.options.extra)
     before = ctx.previous.get("steps", {}).get(step.name, {}).get("detail", {})
     if root is None or not before.get("sha256"):
         return False
     return read_host_stamp(ctx, "upload.sha256") == str(before["sha256"])
-
-
-def register_all() -> None:
-    from npulab.build import executor as build
-    from npulab.build import stage as stagesteps
-
-    register("winscript", Runner(run=_run, intact=_stamp_intact))
-    register("wincheck", Runner(run=_run))
-    register("winupload", Runner(run=_upload, intact=_upload_intact))
-    build.INPUT_PROVIDERS["winscript:"] = script_digest
-    build.INPUT_PROVIDERS["winupload:"] = upload_content
-    if render_windows not in stagesteps.RENDERERS:
-        stagesteps.RENDERERS.append(render_windows)

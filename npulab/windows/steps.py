@@ -1,5 +1,6 @@
-"""The Windows build steps (pure): one :class:`WinStep` record per step, in build order, and
-the scripts rendered from their templates; planner for :data:`npulab.windows.plan.PLANNERS`.
+"""The Windows build steps: one :class:`WinStep` record per step, in build order (the plan,
+:func:`npulab.build.plan.plan`, takes them from :data:`WIN_STEPS`), and the scripts rendered
+from their templates.
 
 Each step is one script in ``build/<recipe>/scripts/`` named by the step (``ops-cpp.cmd``), its
 body the template file of the same name under ``npulab/templates/windows/``. Steps that change
@@ -18,7 +19,6 @@ from pathlib import Path
 from typing import Literal
 
 from npulab import paths
-from npulab.build.plan import Options, Step
 from npulab.hosts import layout
 from npulab.quoting import cmd_set_value, quote_pwsh
 from npulab.recipe import Recipe
@@ -33,6 +33,7 @@ from npulab.windows.lfs import (
     pointer_objects,
 )
 from npulab.windows.script import CRLF, CmdScript, env_lines_cmd, env_lines_ps1, fill, safe_name
+from npulab.windows.wrappers import write_all
 
 VSWHERE = "%ProgramFiles(x86)%\\Microsoft Visual Studio\\Installer\\vswhere.exe"
 VC_COMPONENT = "Microsoft.VisualStudio.Component.VC.Tools.x86.x64"
@@ -298,6 +299,12 @@ def render_scripts(recipe: Recipe, facts: TreeFacts | None = None) -> dict[str, 
     return out
 
 
+def render_windows(recipe: Recipe, tree: Path, scripts: Path) -> list[Path]:
+    """The render step's Windows part: the step scripts, check-lock.py and npulab-env.cmd/.ps1
+    written into ``scripts`` (from the staged ``tree``'s facts)."""
+    return write_all(render_scripts(recipe, TreeFacts.read(recipe, tree)), scripts)
+
+
 def runtime_env(recipe: Recipe) -> list[tuple[str, str]]:
     """Exactly what the 1.1 runtime needs (as setup.bat sets it), relative to the env file."""
     device = {d.device for d in recipe.devices}
@@ -375,33 +382,3 @@ def stamp_read_ps1(root: str, name: str) -> str:
         "exit 0",
     ]
     return CRLF.join(lines) + CRLF
-
-
-def planner(recipe: Recipe, options: Options) -> list[Step]:
-    """The Windows steps, each depending on its own rendered script (``winscript:<file>``); for
-    a remote host, ``win-upload`` first puts ``tree\\`` and ``scripts\\`` there."""
-    steps = []
-    root = remote_root(recipe, options.extra)
-    if root is not None:
-        host = options.extra.get("host", "local")
-        steps.append(
-            Step(
-                name="win-upload",
-                kind="winupload",
-                description=f"upload tree\\ and scripts\\ to {host}:{root} (zip in 8 MiB "
-                "parts, sha256-checked, resumable; swapped in whole)",
-                inputs=("winupload:content",),
-                where="windows",
-            )
-        )
-    for win in WIN_STEPS:
-        steps.append(
-            Step(
-                name=win.name,
-                kind=win.kind,
-                description=f"scripts\\{win.script}: {win.does}",
-                inputs=(f"winscript:{win.script}",),
-                where="windows",
-            )
-        )
-    return steps

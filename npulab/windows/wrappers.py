@@ -221,7 +221,7 @@ def staged_env(recipe: Recipe) -> RuntimeEnv:
 
 
 def render_staged(recipe: Recipe, tree: Path, scripts: Path) -> list[Path]:
-    """The staging renderer (``npulab.build.stage.RENDERERS``): python.cmd, pip.cmd and smoke.cmd
+    """The render step's wrappers (``npulab.build.stage.render``): python.cmd, pip.cmd, smoke.cmd
     into ``scripts``, with the smoke runner next to smoke.cmd and the hash-locked requirements
     (``pip.cmd install --require-hashes --no-deps -r %~dp0<lock name>``)."""
     entries = default_entry_points(Raw("%~dp0runner.py"))
