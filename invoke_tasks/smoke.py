@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from invoke import task
 from invoke.context import Context
 from invoke.exceptions import Exit
 
 from invoke_tasks._common import config_value, fails_cleanly, is_dry_run
+
+
+def _rope(value: str) -> Any:
+    from npulab.errors import ConfigError
+
+    if value not in ("", "repair", "as-saved"):
+        msg = f"--rope: expected repair or as-saved, got {value!r}"
+        raise ConfigError(msg)
+    return value or None
 
 
 def _backend(value: str) -> str:
@@ -27,6 +38,7 @@ def _backend(value: str) -> str:
         "model_dir": "model directory on the machine that runs (default here: model.fetch's)",
         "python": "interpreter of the 1.1 conda env (or NPULAB_SMOKE_PYTHON)",
         "dry_run": "print the config and the command; writes nothing",
+        "rope": "repair or as-saved: override the recipe's model.rope.on_load (the RoPE A/B)",
     }
 )
 @fails_cleanly
@@ -39,6 +51,7 @@ def smoke(
     model_dir: str = "",
     python: str = "",
     dry_run: bool = False,
+    rope: str = "",
 ) -> None:
     """Generate text with the pinned model and judge it; writes build/smoke/<stamp>/report.json."""
     from npulab.recipe import find_recipe, load_recipe
@@ -52,6 +65,7 @@ def smoke(
         model_dir=model_dir or None,
         python=python or None,
         dry_run=is_dry_run(c, dry_run),
+        rope=_rope(rope),
     )
     print(f"{outcome.verdict} {outcome.report_path}")
 

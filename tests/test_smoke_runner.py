@@ -439,3 +439,29 @@ def test_zip_checkpoints_are_memory_mapped(
     assert not mmapped
     assert "mmap" not in seen[-1]
     assert torch.equal(again.lm_head.bias, model.lm_head.bias)
+
+
+def test_profile_lines_go_to_the_log_file_and_the_report_not_the_console(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The upstream module logs [PROFILE][LLAMAAMD] at CRITICAL from every forward."""
+    import logging
+
+    runner.setup_logging(str(tmp_path / "runner.log"))
+    runner.PROFILE.start()
+    for ns in (5000000, 2000000, 2000000):
+        logging.critical("[PROFILE][LLAMAAMD] model_decoder_forward %d 10 20", ns)
+    logging.warning("a real warning")
+    forwards = runner.PROFILE.stop()
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    err = capsys.readouterr().err
+    assert "[PROFILE]" not in err
+    assert "a real warning" in err
+    assert (tmp_path / "runner.log").read_text().count("[PROFILE][LLAMAAMD]") == 3
+    assert runner.profile_breakdown(forwards, 3) == {
+        "forwards": 3,
+        "prefill_decoder_ms": 5.0,
+        "decode_decoder_ms_per_token": 2.0,
+    }
+    assert runner.profile_breakdown([], 3) is None

@@ -27,7 +27,7 @@ from npulab.errors import ConfigError, SmokeFailure, TransportError, Verificatio
 from npulab.hosts import layout as host_layout
 from npulab.model.fetch import model_dir as local_model_dir
 from npulab.model.host import host_model_dir
-from npulab.recipe import Recipe
+from npulab.recipe import Recipe, RopeOnLoad
 from npulab.smoke import config as smoke_config
 from npulab.smoke import report_check
 from npulab.smoke.config import Backend
@@ -105,13 +105,15 @@ def smoke(
     dest: Path | None = None,
     timeout: float = 3600.0,
     dry_run: bool = False,
+    rope: RopeOnLoad | None = None,
 ) -> Outcome:
-    """Run the smoke test (locally, or on ``host``) and return its report."""
+    """Run the smoke test (locally, or on ``host``) and return its report. ``rope``: override
+    the recipe's ``model.rope.on_load`` (``as-saved`` for the A/B against ``repair``)."""
     if host is None:
         where = model_dir or str(local_model_dir(recipe.model))
     else:
         where = model_dir or host_model_dir(recipe, host)
-    settings = smoke_config.render(recipe, model_dir=where, backend=backend, chip=chip)
+    settings = smoke_config.render(recipe, model_dir=where, backend=backend, chip=chip, rope=rope)
     # On a host: the python.cmd of its `invoke build --host` (conda env + setup.bat + chcp).
     remote_python = (
         python

@@ -21,8 +21,10 @@ config or hash), 3 (error while loading or generating).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import platform
 import queue
@@ -359,10 +361,12 @@ def generate(
         )
     if stopping_criteria is not None:
         kwargs["stopping_criteria"] = stopping_criteria
+    PROFILE.start()
     started = time.perf_counter()
     with torch.no_grad():
         out = model.generate(input_ids, **kwargs)
     ended = time.perf_counter()
+    forwards = PROFILE.stop()
     new = out[0, input_ids.shape[1] :].tolist()
     stopped = bool(new) and new[-1] in stops
     first = timer.first if timer.first is not None else ended
@@ -379,6 +383,84 @@ def generate(
             round(decode_tokens / decode_s, 3) if decode_tokens and decode_s > 0 else None
         ),
         "tokens_per_s": round(len(new) / (ended - started), 3) if ended > started else None,
+        "profile": profile_breakdown(forwards, len(new)),
+    }
+
+
+class _ProfileLines(logging.Handler):
+    """The upstream module's ``[PROFILE][LLAMAAMD] model_decoder_forward <decoder_ns> <pre_ns>
+    <post_ns>`` lines (logging.critical, once per forward): kept for the report's prefill/decode
+    breakdown while a generation runs. They go to the run's log file, never the console."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.forwards = None  # type: Optional[List[Tuple[int, int, int]]]
+
+    def emit(self, record: logging.LogRecord) -> None:
+        parts = record.getMessage().split()
+        if self.forwards is None or parts[:2] != ["[PROFILE][LLAMAAMD]", "model_decoder_forward"]:
+            return
+        with contextlib.suppress(IndexError, ValueError):
+            self.forwards.append((int(parts[2]), int(parts[3]), int(parts[4])))
+
+    def start(self) -> None:
+        self.forwards = []
+
+    def stop(self) -> List[Tuple[int, int, int]]:
+        got, self.forwards = self.forwards or [], None
+        return got
+
+
+PROFILE = _ProfileLines()
+
+
+class _NotProfile(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("[PROFILE]")
+
+
+def setup_logging(log_path: Optional[str]) -> None:
+    """Root logging: every record to ``log_path`` (the run's log file), ``[PROFILE]`` lines kept
+    off the console (they come once per token), the rest of WARNING and above to stderr."""
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    for old in _ADDED:  # a second run in one process (tests) replaces the first one's handlers
+        root.removeHandler(old)
+        old.close()
+    del _ADDED[:]
+    if PROFILE not in root.handlers:
+        root.addHandler(PROFILE)
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(logging.WARNING)
+    console.addFilter(_NotProfile())
+    root.addHandler(console)
+    _ADDED.append(console)
+    if log_path:
+        os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
+        handler = logging.FileHandler(log_path, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        root.addHandler(handler)
+        _ADDED.append(handler)
+
+
+_ADDED = []  # type: List[logging.Handler]
+
+
+def profile_breakdown(
+    forwards: List[Tuple[int, int, int]], new_tokens: int
+) -> Optional[Dict[str, Any]]:
+    """Prefill (the first forward) and decode (the others, per new token after the first), in
+    ms, from the upstream's decoder timings (ns), as AMD's tools/profiler.py reads them."""
+    if not forwards:
+        return None
+    prefill = forwards[0][0] / 1e6
+    decode = [f[0] for f in forwards[1:]]
+    return {
+        "forwards": len(forwards),
+        "prefill_decoder_ms": round(prefill, 3),
+        "decode_decoder_ms_per_token": (
+            round(sum(decode) / 1e6 / max(new_tokens - 1, 1), 3) if decode else None
+        ),
     }
 
 
@@ -778,6 +860,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     with open(args.config, encoding="utf-8") as f:
         cfg = json.load(f)
+    path = args.report or cfg.get("report") or "smoke-report.json"
+    setup_logging(
+        cfg.get("log") or os.path.join(os.path.dirname(os.path.abspath(path)), "runner.log")
+    )
     if args.chat:
         try:
             model, tokenizer, _ = load(cfg)
@@ -787,7 +873,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         chat_loop(make_responder(model, tokenizer, cfg, _write_out), input, _write_out)
         return EXIT_PASS
     code, report = run_smoke(cfg)
-    path = args.report or cfg.get("report") or "smoke-report.json"
     write_json(path, report)
     sys.stderr.write("smoke %s (%s): %s\n" % (report["verdict"], path, report.get("error", "")))
     for check in report["checks"]:
