@@ -22,6 +22,19 @@ for _info in sorted(pkgutil.iter_modules(invoke_tasks.__path__), key=lambda m: m
     if hasattr(_module, "ns"):
         ns.add_collection(_module.ns)
 
+
+def _long_flags_only(collection: Collection) -> None:
+    """No automatic short flags: invoke would hand ``-h`` to ``--host`` in one task and ``-d`` to
+    ``--dest`` in another (so dry run became ``-y`` there). Every option is its long name, the
+    same in every task, and ``invoke TASK -h`` is always the task's help."""
+    for task in collection.tasks.values():
+        task.auto_shortflags = False
+    for child in collection.collections.values():
+        _long_flags_only(child)
+
+
+_long_flags_only(ns)
+
 ns.configure(
     {
         "npulab": {

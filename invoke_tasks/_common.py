@@ -19,13 +19,18 @@ def fails_cleanly(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from npulab.errors import NpulabError
+        from npulab import oserror, paths
+        from npulab.errors import CommandError, NpulabError
 
         try:
             return func(*args, **kwargs)
-        except NpulabError as exc:
+        except (NpulabError, OSError) as exc:
             if os.environ.get("NPULAB_DEBUG"):
                 raise
+            if isinstance(exc, OSError):
+                exc = oserror.as_npulab_error(exc)
+            elif isinstance(exc, CommandError):
+                exc = oserror.explain_command_error(exc, [paths.build_root(), paths.cache_root()])
             msg = f"error: {exc}"
             raise Exit(msg, code=exc.exit_code) from None
         except KeyboardInterrupt:

@@ -9,8 +9,6 @@ from invoke_tasks._common import config_value, fails_cleanly, is_dry_run
 
 
 @task(
-    # -h stays invoke's help (an automatic short flag would make it --host).
-    auto_shortflags=False,
     help={
         "recipe": "recipe name or path (default: npulab.recipe in invoke.yaml)",
         "source": "local mirror or checkout of the upstream (else NPULAB_UPSTREAM, "
@@ -25,7 +23,7 @@ from invoke_tasks._common import config_value, fails_cleanly, is_dry_run
         "(default: wait, saying who holds it)",
         "discard_edits": "restage a hand-edited tree/ anyway; a copy of the edited files goes to "
         "build/<recipe>/edits-<stamp>/",
-    },
+    }
 )
 @fails_cleanly
 def build(

@@ -55,8 +55,9 @@ def e2e_summary(c: Context, dir: str = "e2e") -> None:
 @task(
     help={
         "reports": "directory of downloaded artifacts, one smoke-<machine>/ per machine kind",
-        "history": "history file (JSON lines); created if missing",
-        "out": "directory for summary.md and index.html",
+        "history": "history file (JSON lines); created if missing (default: "
+        "build/ci/history/history.jsonl, never a tracked path of the checkout)",
+        "out": "directory for summary.md and index.html (default: build/ci/site)",
         "night": "the night's date YYYY-MM-DD (default: today, UTC)",
         "run_id": "workflow run id recorded with the entries",
         "report_only": "exit 0 even with failures or regressions (only report them)",
@@ -66,8 +67,8 @@ def e2e_summary(c: Context, dir: str = "e2e") -> None:
 def report(
     c: Context,
     reports: str = "reports",
-    history: str = "history/history.jsonl",
-    out: str = "site",
+    history: str = "",
+    out: str = "",
     night: str = "",
     run_id: str = "",
     report_only: bool = False,
@@ -75,10 +76,16 @@ def report(
     """Merge one night's smoke reports, update the history, render summary and HTML page."""
     from pathlib import Path
 
+    from npulab import paths
     from npulab.ci.nightly import run_report
 
+    # Without arguments nothing lands in the checkout's tracked tree: the defaults are build output.
+    history_path = (
+        Path(history) if history else paths.build_root() / "ci" / "history" / "history.jsonl"
+    )
+    out_path = Path(out) if out else paths.build_root() / "ci" / "site"
     result = run_report(
-        Path(reports), Path(history), Path(out), night=night or None, run_id=run_id or None
+        Path(reports), history_path, out_path, night=night or None, run_id=run_id or None
     )
     print(result.summary.read_text(encoding="utf-8"))
     print(f"page: {result.page}\nhistory: {result.history}")

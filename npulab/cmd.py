@@ -97,6 +97,10 @@ def run(
     if dry_run:
         return Completed(argv=args, returncode=0, stdout="", stderr="", dry_run=True)
     exe = shutil.which(args[0]) if os.sep not in args[0] else args[0]
+    if exe is not None and os.sep in exe and not (Path(exe).is_file() and os.access(exe, os.X_OK)):
+        why = "is not an executable file" if Path(exe).exists() else "does not exist"
+        msg = f"cannot run {exe}: it {why} (needed to run: {format_argv(args)})"
+        raise CommandError(msg, command=args, returncode=None, hint=hint or f"check the path {exe}")
     if exe is None:
         msg = f"command not found: {args[0]!r} (needed to run: {format_argv(args)})"
         raise CommandError(

@@ -101,3 +101,9 @@ class DriftError(NpulabError):
     """An upstream pin (tag, hub revision, installer, action) no longer matches what we pinned."""
 
     exit_code = 10
+
+
+class SystemFailure(NpulabError):
+    """The operating system refused a file operation (disk full, permission, missing path)."""
+
+    exit_code = 11

@@ -12,6 +12,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 _IN_ACTIONS = os.environ.get("GITHUB_ACTIONS") == "true"
+#: Titles of the :func:`step` blocks being run (innermost last): error messages name the step.
+_STEPS: list[str] = []
+
+
+def current_step() -> str | None:
+    """The name of the innermost running step (its title up to the first ':')."""
+    return _STEPS[-1].split(":", 1)[0] if _STEPS else None
 
 
 def info(message: str) -> None:
@@ -46,9 +53,16 @@ def step(title: str) -> Iterator[None]:
         print(f"::group::{title}", file=sys.stderr, flush=True)
     else:
         print(f"==> {title}", file=sys.stderr, flush=True)
+    _STEPS.append(title)
     try:
         yield
+    except BaseException as exc:
+        # The handler at the task boundary runs after this block has closed: tell it the step.
+        if getattr(exc, "npulab_step", None) is None and hasattr(exc, "__dict__"):
+            exc.npulab_step = current_step()  # type: ignore[attr-defined]
+        raise
     finally:
+        _STEPS.pop()
         elapsed = time.perf_counter() - start
         if _IN_ACTIONS:
             print("::endgroup::", file=sys.stderr, flush=True)

@@ -71,6 +71,11 @@ def verify(ctx: Context, step: Step) -> Outcome:
         }
         for p in ctx.series.patches
     ]
+    if not ctx.series.patches:
+        ctx.warn(
+            step.name,
+            f"{ctx.series.directory}/series lists no patch: tree/ is the upstream as is",
+        )
     not_staged = [{"path": m, "reason": f"missing from {ctx.origin.location}"} for m in missing]
     if ctx.options.target == "windows" and missing:
         raise sources.incomplete_source_error(missing, [], src)

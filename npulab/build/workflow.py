@@ -158,6 +158,14 @@ def patches_refresh(
     recipe = load(recipe_name)
     series = patches.load_series(recipe.patches.directory)
     edited = Path(tree) if tree else build.output_dir(recipe) / "tree"
+    if not edited.is_dir():
+        given = f"--tree {tree}" if tree else f"the staged tree {edited}"
+        msg = f"{given}: no such directory, so there is no edit to turn into a patch"
+        raise ConfigError(
+            msg,
+            hint="stage a tree first (invoke build --patch-only), edit its files, then run "
+            f"invoke patches.refresh --patch {patch}",
+        )
     changed = patches.refresh_patch(
         series, patch, edited, _source(recipe, source, config_source), files
     )

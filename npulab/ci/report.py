@@ -158,8 +158,18 @@ def collect(reports: Path, matrix: Matrix, night: str, run_id: str | None = None
 def read_history(path: Path) -> list[Entry]:
     if not path.exists():
         return []
+    if path.is_dir():
+        msg = f"--history {path}: is a directory, not a history file"
+        raise ConfigError(
+            msg, hint=f"give the JSON-lines file, e.g. --history {path}/history.jsonl"
+        )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        msg = f"--history {path}: not a history file (not UTF-8 text at byte {exc.start})"
+        raise ConfigError(msg, hint="give the history.jsonl that ci.report wrote") from None
     entries = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:

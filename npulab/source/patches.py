@@ -161,11 +161,19 @@ def apply_series(series: Series, tree: Path, source: Source) -> None:
         apply_patch(patch, tree, source)
 
 
+#: ``git apply -v`` reports a hunk it had to move: ``Hunk #1 succeeded at 19 (offset 2 lines).``
+_OFFSET_RE = re.compile(r"Hunk #(\d+) succeeded at (\d+) \(offset (-?\d+) lines?\)")
+
+
 def apply_patch(patch: Patch, tree: Path, source: Source) -> None:
+    """Apply exactly: every hunk at the line the diff names. git would apply a hunk found a few
+    lines away (an "offset") silently; a series is generated from the pinned commit, so an
+    offset means the patch no longer matches it and is refused like a failed hunk."""
     for check in (True, False):
-        args = ["apply", "--whitespace=nowarn", *(["--check"] if check else []), str(patch.path)]
+        args = ["apply", "-v", "--whitespace=nowarn", *(["--check"] if check else []),
+                str(patch.path)]  # fmt: skip
         try:
-            git(
+            done = git(
                 *args,
                 git_dir=source.cache,
                 work_tree=tree,
@@ -178,6 +186,14 @@ def apply_patch(patch: Patch, tree: Path, source: Source) -> None:
                 f"(tag {source.tag}){where}: {exc.stderr.strip().splitlines()[-1:] or ''}"
             )
             raise PatchError(msg, hint=refresh_command(patch)) from None
+        moved = _OFFSET_RE.findall(done.stderr + done.stdout)
+        if check and moved:
+            where = ", ".join(f"hunk {n} at line {at} (offset {off})" for n, at, off in moved)
+            msg = (
+                f"patch {patch.name} does not apply exactly to {source.commit} (tag "
+                f"{source.tag}): {where}; npulab applies hunks only where the diff says"
+            )
+            raise PatchError(msg, hint=refresh_command(patch))
 
 
 def _failure_location(stderr: str) -> str:
@@ -247,7 +263,12 @@ def check_series(series: Series, source: Source) -> None:
         for patch in series.patches:
             apply_patch(patch, tree, source)
             log.info(f"  ok  {patch.name} ({', '.join(patch.files)})")
-    log.info(f"{len(series.patches)} patch(es) apply cleanly to {source.commit[:12]}")
+    if not series.patches:
+        log.warning(f"{series.directory}/series lists no patch: builds stage the upstream as is")
+    log.info(
+        f"{len(series.patches)} patch(es) apply exactly to {source.commit[:12]} "
+        "(every hunk at its own line: no offset, no fuzz)"
+    )
 
 
 def diff_against_pinned(source: Source, tree: Path, files: tuple[str, ...]) -> bytes:
