@@ -24,8 +24,10 @@ def _inventory(c: Context, inventory: str) -> str | None:
 @task(
     help={
         "hosts": "comma-separated host or group names (default: every host)",
-        "json": "print the report as JSON on stdout",
+        "host": "the same as --hosts (as in lab.run, smoke, build)",
+        "json": "print one JSON record per host on stdout as it finishes, then a summary line",
         "concurrency": "hosts probed at once (default 32)",
+        "timeout": "seconds each host has to answer before it is an error (default 120)",
         "hardware_only": "pass hosts whose hardware matches even if prerequisites are missing",
         "inventory": "inventory file (default: NPULAB_INVENTORY or npulab.hosts.inventory)",
     }
@@ -38,16 +40,24 @@ def probe(
     concurrency: int = 32,
     hardware_only: bool = False,
     inventory: str = "",
+    timeout: float = 120.0,
+    host: str = "",
 ) -> None:
     """Probe lab hosts over WinRM: CPU, NPU, driver, Windows build, disk, prerequisites."""
+    from npulab.errors import ConfigError
     from npulab.lab.commands import run_probe
 
+    if timeout <= 0:
+        msg = f"--timeout: expected seconds > 0, got {timeout:g}"
+        raise ConfigError(msg)
+    names = ",".join(n for n in (hosts, host) if n)
     code = run_probe(
-        hosts or None,
+        names or None,
         inventory_path=_inventory(c, inventory),
         as_json=json,
         concurrency=concurrency,
         hardware_only=hardware_only,
+        timeout=timeout,
     )
     if code:
         raise Exit(code=code)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,28 +22,38 @@ def current_step() -> str | None:
     return _STEPS[-1].split(":", 1)[0] if _STEPS else None
 
 
+_WRITE = threading.Lock()
+
+
+def _emit(text: str) -> None:
+    """One whole line per write, under a lock: lines of parallel hosts never interleave."""
+    with _WRITE:
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+
+
 def info(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    _emit(message)
 
 
 def warning(message: str) -> None:
     prefix = "::warning::" if _IN_ACTIONS else "warning: "
-    print(f"{prefix}{message}", file=sys.stderr, flush=True)
+    _emit(f"{prefix}{message}")
 
 
 def error(message: str) -> None:
     if _IN_ACTIONS:
         # Annotations take one line; keep the full text below it.
         first, _, _rest = message.partition("\n")
-        print(f"::error::{first}", file=sys.stderr, flush=True)
-    print(f"error: {message}", file=sys.stderr, flush=True)
+        _emit(f"::error::{first}")
+    _emit(f"error: {message}")
 
 
 def command(argv_text: str, *, where: str | None = None, dry_run: bool = False) -> None:
     """Echo a command before it runs, like ``set -x``: ``+ [host] cmd`` / ``(dry run) + cmd``."""
     host = f"[{where}] " if where else ""
     dry = "(dry run) " if dry_run else ""
-    print(f"{dry}+ {host}{argv_text}", file=sys.stderr, flush=True)
+    _emit(f"{dry}+ {host}{argv_text}")
 
 
 @contextmanager
@@ -50,9 +61,9 @@ def step(title: str) -> Iterator[None]:
     """A named, timed block (a folded group on GitHub Actions)."""
     start = time.perf_counter()
     if _IN_ACTIONS:
-        print(f"::group::{title}", file=sys.stderr, flush=True)
+        _emit(f"::group::{title}")
     else:
-        print(f"==> {title}", file=sys.stderr, flush=True)
+        _emit(f"==> {title}")
     _STEPS.append(title)
     try:
         yield
@@ -65,5 +76,5 @@ def step(title: str) -> Iterator[None]:
         _STEPS.pop()
         elapsed = time.perf_counter() - start
         if _IN_ACTIONS:
-            print("::endgroup::", file=sys.stderr, flush=True)
-        print(f"    ({title}: {elapsed:.2f}s)", file=sys.stderr, flush=True)
+            _emit("::endgroup::")
+        _emit(f"    ({title}: {elapsed:.2f}s)")

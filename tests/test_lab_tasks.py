@@ -45,9 +45,10 @@ def test_probe_task_json_and_exit_code(sim: tuple[FakeFleet, dict[str, str]]) ->
     _, env = sim
     ok = _invoke(env, "lab.probe", "--hosts", "phx-01,hpt-01,gbk-01", "--json")
     assert ok.returncode == 0, ok.stderr
-    report = json.loads(ok.stdout)
-    assert report["passed"] is True
-    assert [h["verdict"] for h in report["hosts"]] == ["ok", "ok", "ok"]
+    records = [json.loads(line) for line in ok.stdout.splitlines()]  # one per host, as it ends
+    assert records[-1]["summary"]["passed"] is True
+    assert sorted(h["verdict"] for h in records[:-1]) == ["ok", "ok", "ok"]
+    assert sorted(h["host"] for h in records[:-1]) == ["gbk-01", "hpt-01", "phx-01"]
 
     every = _invoke(env, "lab.probe")
     assert every.returncode == 1

@@ -157,6 +157,7 @@ def patches_refresh(
 ) -> bool:
     recipe = load(recipe_name)
     series = patches.load_series(recipe.patches.directory)
+    origin_for(recipe, source, config_source)  # a bad --source is named before the tree
     edited = Path(tree) if tree else build.output_dir(recipe) / "tree"
     if not edited.is_dir():
         given = f"--tree {tree}" if tree else f"the staged tree {edited}"

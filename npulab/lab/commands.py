@@ -21,21 +21,39 @@ def run_probe(
     as_json: bool = False,
     concurrency: int = 32,
     hardware_only: bool = False,
+    timeout: float = probe.DEFAULT_TIMEOUT_S,
 ) -> int:
-    """Probe the selected hosts; prints a table (stderr) or JSON (stdout). Returns the exit code:
-    0 when every host passed, 1 otherwise."""
+    """Probe the selected hosts, printing each host's row (or JSON record, one a line) on
+    stdout as it finishes; a host that has not answered in ``timeout`` s is an ``error`` and
+    the others are still reported. Returns 0 when every host passed, 1 otherwise."""
     inv = inventory.load(inventory_path)
     selected = inv.select(hosts)
-    log.info(f"probing {len(selected)} host(s) from {inv.path} (concurrency {concurrency})")
-    results = probe.probe_fleet(
-        selected, lambda h: connect(h.name, inventory=inv), concurrency=concurrency
+    log.info(
+        f"probing {len(selected)} host(s) from {inv.path} (concurrency {concurrency}, "
+        f"timeout {timeout:g} s per host)"
     )
-    report = probe.to_json(results, hardware_only=hardware_only)
-    if as_json:
-        print(json.dumps(report, indent=2, ensure_ascii=False))
-    else:
-        print(probe.render_table(results))
+    widths = probe.stream_widths([h.name for h in selected])
+
+    def show(result: probe.ProbeResult) -> None:
+        if as_json:
+            record = probe.to_json([result], hardware_only=hardware_only)["hosts"][0]
+            print(json.dumps(record, ensure_ascii=False), flush=True)
+        else:
+            print(probe.render_row(result, widths), flush=True)
+
+    if not as_json:
+        print(probe.render_header(widths), flush=True)
+    results = probe.probe_fleet(
+        selected,
+        lambda h: connect(h.name, inventory=inv),
+        concurrency=concurrency,
+        timeout=timeout,
+        on_result=show,
+    )
     failed = [r.host for r in results if not r.passed(hardware_only=hardware_only)]
+    if as_json:
+        summary = {"passed": not failed, "hosts": [r.host for r in results], "failed": failed}
+        print(json.dumps({"summary": summary}), flush=True)
     if failed:
         log.error(f"{len(failed)} of {len(results)} host(s) did not pass: {', '.join(failed)}")
         return 1

@@ -19,7 +19,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -174,8 +174,33 @@ def _with(result: ProbeResult, verdict: Verdict, reason: str) -> ProbeResult:
     return ProbeResult(**{**asdict(result), "verdict": verdict, "reason": reason})
 
 
-def probe_host(host: Host, connect: Callable[[Host], Transport]) -> ProbeResult:
-    """Probe one host; every failure becomes a verdict with the reason, never an exception."""
+#: Seconds a host has to answer the probe (the script takes 2-10 s on a healthy machine).
+DEFAULT_TIMEOUT_S = 120.0
+#: The lines of PowerShell's error view after the message (position, source, trailer).
+_VIEW_TAIL = re.compile(r"^(At line:\d+|At [^\n]*:\d+ char:\d+|\+ |\s+\+ )")
+
+
+def powershell_message(stderr: str) -> str:
+    """The message of the first error record in PowerShell's error view (``Get-CimInstance :
+    Access denied``), its wrapped lines joined: never the ``+ FullyQualifiedErrorId`` trailer."""
+    lines = [ln.rstrip() for ln in stderr.splitlines()]
+    start = next((i for i, ln in enumerate(lines) if ln.strip()), None)
+    if start is None:
+        return ""
+    message = [lines[start].strip()]
+    for ln in lines[start + 1 :]:
+        if not ln.strip() or _VIEW_TAIL.match(ln):
+            break
+        message.append(ln.strip())
+    return " ".join(message)
+
+
+def probe_host(
+    host: Host, connect: Callable[[Host], Transport], *, timeout: float = DEFAULT_TIMEOUT_S
+) -> ProbeResult:
+    """Probe one host; every failure becomes a verdict with the reason, never an exception.
+    A host that has not answered within ``timeout`` seconds is ``error`` ("no answer in N s");
+    the transport has then signalled its command and deleted its shell."""
     start = time.perf_counter()
     chip = host.vars.npulab_chip
 
@@ -185,7 +210,9 @@ def probe_host(host: Host, connect: Callable[[Host], Transport]) -> ProbeResult:
     transport: Transport | None = None
     try:
         transport = connect(host)
-        result = transport.run_script(PROBE_SCRIPT, shell="powershell", idempotent=True)
+        result = transport.run_script(
+            PROBE_SCRIPT, shell="powershell", idempotent=True, timeout=timeout
+        )
         facts = parse_facts(result.stdout, host.name)
         return judge(host, facts, time.perf_counter() - start)
     except TransportError as exc:
@@ -193,8 +220,10 @@ def probe_host(host: Host, connect: Callable[[Host], Transport]) -> ProbeResult:
         verdict: Verdict = "auth-failed" if auth else "unreachable"
         return failed(verdict, exc.message)
     except CommandError as exc:
-        tail = (exc.stderr or exc.stdout).strip().splitlines()[-1:] or [""]
-        return failed("error", f"probe script failed (exit {exc.returncode}): {tail[0][:200]}")
+        if exc.returncode is None:
+            return failed("error", f"no answer in {timeout:g} s (probe stopped)")
+        said = powershell_message(exc.stderr or exc.stdout)
+        return failed("error", f"probe script failed (exit {exc.returncode}): {said[:200]}")
     except NpulabError as exc:
         return failed("error", exc.message)
     finally:
@@ -204,14 +233,29 @@ def probe_host(host: Host, connect: Callable[[Host], Transport]) -> ProbeResult:
 
 
 def probe_fleet(
-    hosts: Sequence[Host], connect: Callable[[Host], Transport], *, concurrency: int = 32
+    hosts: Sequence[Host],
+    connect: Callable[[Host], Transport],
+    *,
+    concurrency: int = 32,
+    timeout: float = DEFAULT_TIMEOUT_S,
+    on_result: Callable[[ProbeResult], None] | None = None,
 ) -> list[ProbeResult]:
-    """Probe ``hosts`` in parallel (at most ``concurrency`` at once), results in host order."""
+    """Probe ``hosts`` in parallel (at most ``concurrency`` at once), results in host order;
+    ``on_result`` sees each result as its host finishes (from this thread)."""
     if not hosts:
         return []
     workers = max(1, min(concurrency, len(hosts)))
+    results: dict[int, ProbeResult] = {}
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="probe") as pool:
-        return list(pool.map(lambda h: probe_host(h, connect), hosts))
+        futures = {
+            pool.submit(probe_host, h, connect, timeout=timeout): i for i, h in enumerate(hosts)
+        }
+        for future in as_completed(futures):
+            result = future.result()
+            results[futures[future]] = result
+            if on_result is not None:
+                on_result(result)
+    return [results[i] for i in range(len(hosts))]
 
 
 def to_json(results: Sequence[ProbeResult], *, hardware_only: bool = False) -> dict[str, Any]:
@@ -221,26 +265,45 @@ def to_json(results: Sequence[ProbeResult], *, hardware_only: bool = False) -> d
     }
 
 
+HEADER = ("HOST", "CHIP", "VERDICT", "CPU", "NPU", "DRIVER", "BUILD", "FREE GB", "DETAIL")
+#: Widths of the columns before DETAIL when rows are printed as hosts finish (HOST: longest name).
+STREAM_WIDTHS = (0, 6, 13, 30, 15, 13, 10, 7)
+
+
+def _cells(r: ProbeResult) -> tuple[str, ...]:
+    return (
+        r.host,
+        r.expected_chip,
+        r.label,
+        (r.cpu or "-").replace("AMD ", "").split(" w/")[0][:30],
+        r.npu or "-",
+        r.npu_driver or "-",
+        r.windows_build or "-",
+        f"{r.free_disk_gb:.0f}" if r.free_disk_gb is not None else "-",
+        r.reason or "",
+    )
+
+
+def _line(row: Sequence[str], widths: Sequence[int]) -> str:
+    head = "  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True))
+    return (head + "  " + row[-1]).rstrip()
+
+
+def stream_widths(host_names: Sequence[str]) -> tuple[int, ...]:
+    """Fixed column widths for rows printed one by one (known before any host answers)."""
+    host = max([len(HEADER[0]), *(len(n) for n in host_names)])
+    return (host, *(max(w, len(h)) for w, h in zip(STREAM_WIDTHS[1:], HEADER[1:-1], strict=True)))
+
+
+def render_header(widths: Sequence[int]) -> str:
+    return _line(HEADER, widths)
+
+
+def render_row(result: ProbeResult, widths: Sequence[int]) -> str:
+    return _line(_cells(result), widths)
+
+
 def render_table(results: Sequence[ProbeResult]) -> str:
-    header = ("HOST", "CHIP", "VERDICT", "CPU", "NPU", "DRIVER", "BUILD", "FREE GB", "DETAIL")
-    rows = [header]
-    for r in results:
-        rows.append(
-            (
-                r.host,
-                r.expected_chip,
-                r.label,
-                (r.cpu or "-").replace("AMD ", "").split(" w/")[0][:30],
-                r.npu or "-",
-                r.npu_driver or "-",
-                r.windows_build or "-",
-                f"{r.free_disk_gb:.0f}" if r.free_disk_gb is not None else "-",
-                r.reason or "",
-            )
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
-    lines = [
-        "  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1]
-        for row in rows
-    ]
-    return "\n".join(line.rstrip() for line in lines)
+    rows = [HEADER, *(_cells(r) for r in results)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER) - 1)]
+    return "\n".join(_line(row, widths) for row in rows)

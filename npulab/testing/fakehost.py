@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import re
 import threading
 import time
@@ -136,6 +137,69 @@ def clixml_error(message: str) -> str:
     )
 
 
+def powershell_error_view(
+    command: str,
+    message: str,
+    *,
+    category: str,
+    error_id: str,
+    line: int = 1,
+    char: int = 1,
+    source: str = "",
+) -> str:
+    """A terminating error as ``powershell.exe -EncodedCommand`` writes it to stderr over WinRM:
+    the error record in PowerShell's NormalView (``<command> : <message>``, ``At line:N
+    char:M``, the source line and its ``~~~`` underline, ``+ CategoryInfo``, ``+
+    FullyQualifiedErrorId``), every line one ``<S S="Error">`` record of a CLIXML document."""
+    source = source or command
+    view = [
+        f"{command} : {message}",
+        f"At line:{line} char:{char}",
+        f"+ {source}",
+        f"+ {'~' * len(source)}",
+        f"    + CategoryInfo          : {category}",
+        f"    + FullyQualifiedErrorId : {error_id}",
+        " ",
+    ]
+    records = "".join(f'<S S="Error">{_xml_text(text)}_x000D__x000A_</S>' for text in view)
+    return (
+        "#< CLIXML\r\n"
+        '<Objs Version="1.1.0.1" xmlns="http://schemas.microsoft.com/powershell/2004/04">'
+        f"{records}</Objs>"
+    )
+
+
+def _xml_text(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def cim_access_denied() -> Response:
+    """``Get-CimInstance`` refused by WMI (WBEM_E_ACCESS_DENIED, HRESULT 0x80041003): exit 1
+    and the error view, as on a host where the probe's account lacks WMI rights."""
+    return Response(
+        stderr=powershell_error_view(
+            "Get-CimInstance",
+            "Access denied ",
+            category="PermissionDenied: (root\\cimv2:Win32_Processor:String) [Get-CimInstance], "
+            "CimException",
+            error_id="HRESULT 0x80041003,Microsoft.Management.Infrastructure.CimCmdlets."
+            "GetCimInstanceCommand",
+            line=3,
+            char=8,
+            source="$cpu = Get-CimInstance Win32_Processor",
+        ),
+        rc=1,
+    )
+
+
+def wmi_never_answers() -> Response:
+    """A probe stuck in a hung WMI provider: the command never ends, so WinRM answers every
+    Receive with a ``w:TimedOut`` fault (2150858793) once its OperationTimeout has passed,
+    for as long as the client keeps asking, until the command is signalled (MS-WSMV 3.1.4.14:
+    the client re-issues Receive after an OperationTimeout fault)."""
+    return Response(duration=math.inf)
+
+
 def split_win_argv(line: str) -> list[str]:
     """Split a command line the way the MSVC runtime does (CommandLineToArgvW rules)."""
     args: list[str] = []
@@ -225,6 +289,8 @@ class FakeHost:
         self.reboot_requests: list[float] = []  # the test double's server acts on these
         self._lock = threading.Lock()
         self.on_reboot: Callable[[float], None] | None = None
+        #: What the probe script does instead of answering (cim_access_denied(), ...).
+        self.probe_fault: Response | None = None
 
     def on(self, key: str, handler: Handler) -> None:
         """Respond to a program (``"python.exe"``, matched on argv[0]'s base name, lower case)
@@ -321,6 +387,8 @@ class FakeHost:
             return self._dispatch(key, body, "cmd:*")
         if name == "probe":
             self._record("script:probe")
+            if self.probe_fault is not None:
+                return self.probe_fault
             return Response(json.dumps(self.probe_answer(), ensure_ascii=False) + "\r\n")
         if name == "boot-time":
             self._record("script:boot-time")

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import codecs
+import math
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -206,7 +207,7 @@ class WinRMTransport(RemoteFiles):
             try:
                 o, e, rc, done = self._op(
                     "Receive",
-                    lambda p: p.get_command_output_raw(shell_id, command_id),
+                    lambda p: self._receive_once(p, shell_id, command_id, deadline),
                     safe=True,
                     retries=retries,
                 )
@@ -230,6 +231,22 @@ class WinRMTransport(RemoteFiles):
                     stdout=self._decode(b"".join(out)),
                     stderr=self._decode(b"".join(err)),
                 )
+
+    def _receive_once(
+        self, p: Protocol, shell_id: str, command_id: str, deadline: float | None
+    ) -> tuple[bytes, bytes, int, bool]:
+        """One Receive, asking the host to answer by ``deadline`` at the latest: a command
+        that never answers (a hung WMI: WinRM replies w:TimedOut each OperationTimeout) is then
+        stopped within a second of its time limit, not up to an operation timeout later."""
+        configured = self.settings.operation_timeout_sec
+        if deadline is not None:
+            p.operation_timeout_sec = max(
+                1, min(configured, math.ceil(deadline - time.monotonic()))
+            )
+        try:
+            return p.get_command_output_raw(shell_id, command_id)
+        finally:
+            p.operation_timeout_sec = configured
 
     def _signal_terminate(self, shell_id: str, command_id: str) -> None:
         try:
