@@ -215,8 +215,10 @@ def test_the_workflows_controller_lines_run_against_the_simulated_lab(
     assert len(lines) == len(data.steps) + 2
 
     out = runner.checkout / e2e.OUT_DIR
-    probe = json.loads((out / "probe.json").read_text())
-    (host,) = probe["hosts"]
+    # lab.probe --json: one record per host as it finishes, then a summary line.
+    *hosts, summary_line = map(json.loads, (out / "probe.json").read_text().splitlines())
+    assert summary_line["summary"]["hosts"] == [data.host]
+    (host,) = hosts
     assert (host["host"], host["verdict"], host["npu"]) == (data.host, "mismatch", None)
 
     # The two builds: everything before the import check ran once, then only the checks.
