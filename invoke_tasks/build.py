@@ -19,8 +19,8 @@ from invoke_tasks._common import config_value, fails_cleanly, is_dry_run
         "host": "run the Windows steps on this inventory host over WinRM (implies --target "
         "windows)",
         "remote_root": "build directory on --host (default C:\\npulab\\build\\<recipe>)",
-        "no_wait": "fail at once if another build holds build/<recipe> or the source cache "
-        "(default: wait, saying who holds it)",
+        "wait": "wait for another build holding build/<recipe> or the source cache, saying who "
+        "holds it (default); --no-wait fails at once",
         "discard_edits": "restage a hand-edited tree/ anyway; a copy of the edited files goes to "
         "build/<recipe>/edits-<stamp>/",
     }
@@ -35,7 +35,7 @@ def build(
     target: str = "auto",
     host: str = "",
     remote_root: str = "",
-    no_wait: bool = False,
+    wait: bool = True,
     discard_edits: bool = False,
 ) -> None:
     """Fetch, verify, patch and render the stack into build/<recipe>/ (Windows: build it)."""
@@ -58,7 +58,7 @@ def build(
             **({"host": host} if host else {}),
             **({"remote_root": remote_root} if remote_root else {}),
         },
-        wait=not no_wait,
+        wait=wait,
         discard_edits=discard_edits,
     )
 

@@ -40,15 +40,16 @@ def probe(
     concurrency: int = 32,
     hardware_only: bool = False,
     inventory: str = "",
-    timeout: float = 120.0,
+    timeout: str = "",
     host: str = "",
 ) -> None:
     """Probe lab hosts over WinRM: CPU, NPU, driver, Windows build, disk, prerequisites."""
     from npulab.errors import ConfigError
     from npulab.lab.commands import run_probe
 
-    if timeout <= 0:
-        msg = f"--timeout: expected seconds > 0, got {timeout:g}"
+    limit = seconds(timeout, "--timeout") if timeout else 120.0
+    if limit <= 0:
+        msg = f"--timeout: expected seconds > 0, got {timeout!r}"
         raise ConfigError(msg)
     names = ",".join(n for n in (hosts, host) if n)
     code = run_probe(
@@ -57,7 +58,7 @@ def probe(
         as_json=json,
         concurrency=concurrency,
         hardware_only=hardware_only,
-        timeout=timeout,
+        timeout=limit,
     )
     if code:
         raise Exit(code=code)

@@ -63,8 +63,10 @@ def test_a_hung_host_times_out_and_the_others_are_reported_as_they_finish(
     # Rows come as hosts finish: the healthy host long before the hung one.
     order = [name for name, _ in seen]
     assert order[-1] == "hung-01"
-    assert dict(seen)["phx-01"] < 2.5
-    assert 3.0 <= dict(seen)["hung-01"] < 6.0
+    assert dict(seen)["phx-01"] < dict(seen)["hung-01"]
+    # Stopped at its time limit (within the last Receive's second and a loaded machine's slack),
+    # not after an operation timeout more, and not never.
+    assert 3.0 <= dict(seen)["hung-01"] < 15.0
     # The hung command was signalled and its shell deleted (no shell is left on the host).
     server = sim.server("hung-01")
     assert "Signal" in server.requests
