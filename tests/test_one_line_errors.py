@@ -183,7 +183,7 @@ def test_ci_report_without_arguments_writes_no_tracked_path(
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("NPULAB_BUILD_DIR", str(tmp_path / "build"))
     with contextlib.suppress(Exit):
-        ci_tasks.report(Context(), no_fail=True)
+        ci_tasks.report(Context(), report_only=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["build"]
     assert (tmp_path / "build" / "ci" / "history" / "history.jsonl").is_file()
 
