@@ -30,7 +30,6 @@ import hashlib
 import json
 import os
 import random
-import re
 import shutil
 import signal
 import subprocess
@@ -259,19 +258,13 @@ def smoke_scenario(work: Path) -> Scenario:
     from npulab.smoke import report_check
     from tests import tiny_llama
 
-    model = work / "tiny"
-    pins = tiny_llama.write_model_dir(model, eot_bias=1.0)
-    text = RECIPE.read_text()
-    lines = ["model:", "  repo_id: local/tiny", f"  revision: {'b' * 40}",
-             "  checkpoint: model.pt", "  files:"]  # fmt: skip
-    for name, pin in pins.items():
-        lines += [f"    - path: {name}", f"      sha256: {pin['sha256']}",
-                  f"      size: {pin['size']}"]  # fmt: skip
-    text = re.sub(r"(?ms)^model:\n.*?(?=^devices:)", "\n".join(lines) + "\n\n", text)
-    text = text.replace("max_new_tokens: 64", "max_new_tokens: 16")
-    recipe = work / "smoke-recipes" / "tiny.yaml"
-    recipe.parent.mkdir(parents=True)
-    recipe.write_text(text)
+    # The tiny recipe the smoke tests use (issue 12 keeps it in step with the smoke checks).
+    from tests.test_smoke_tasks import tiny_recipe
+
+    work.mkdir(parents=True, exist_ok=True)
+    recipe = tiny_recipe(ROOT, work)
+    model = work / "model"
+    del tiny_llama
 
     def fresh(trial: Path) -> dict[str, str]:
         return _child_env({"NPULAB_BUILD_DIR": str(trial / "build"),
