@@ -548,3 +548,42 @@ def test_an_upload_the_host_echoes_with_another_hash_fails(
     _in_transit(host, damage)
     with pytest.raises(TransportError, match=r"upload to C:\\f\.bin failed \(exit 0\)"):
         _transport(server).put_file(local, "C:\\f.bin")
+
+
+def test_session_builds_are_serialised_across_threads(
+    server: WSManServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """requests edits os.environ["no_proxy"] while pywinrm builds a session: never two at once."""
+    import threading
+
+    import requests
+
+    active = 0
+    most = 0
+    guard = threading.Lock()
+    real = requests.Session.merge_environment_settings
+
+    def counting(self: requests.Session, *args: object, **kwargs: object) -> object:
+        nonlocal active, most
+        with guard:
+            active += 1
+            most = max(most, active)
+        time.sleep(0.05)
+        try:
+            return real(self, *args, **kwargs)  # type: ignore[arg-type]
+        finally:
+            with guard:
+                active -= 1
+
+    monkeypatch.setattr(requests.Session, "merge_environment_settings", counting)
+    transports = [_transport(server) for _ in range(6)]
+    threads = [
+        threading.Thread(target=lambda t=t: t._proto().transport.build_session())
+        for t in transports
+    ]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert all(t._proto().transport.session is not None for t in transports)
+    assert most == 1

@@ -19,10 +19,12 @@ from __future__ import annotations
 import codecs
 import math
 import random
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
+import requests
 from winrm.exceptions import WinRMOperationTimeoutError
 from winrm.protocol import Protocol
 
@@ -37,6 +39,12 @@ from npulab.transport.decode import clixml_to_text, decode_output, is_utf8
 from npulab.transport.faults import Fault, MaybeStarted, classify
 from npulab.transport.files import RemoteFiles
 from npulab.transport.settings import WinRMSettings
+
+#: pywinrm builds its requests session with ``proxies={"no_proxy": "*"}``; requests then sets and
+#: deletes ``os.environ["no_proxy"]`` around its proxy look-up (``requests.utils.set_environ``),
+#: which is not thread-safe: two hosts probed at once can raise ``KeyError: 'no_proxy'``. Session
+#: builds are serialised here (they do no I/O, so the lock costs nothing).
+_SESSION_BUILD_LOCK = threading.Lock()
 
 T = TypeVar("T")
 
@@ -92,6 +100,14 @@ class WinRMTransport(RemoteFiles):
             # to read; a (connect, read) pair lets a dead host fail in seconds.
             timeouts = (min(s.connect_timeout_sec, s.read_timeout_sec), s.read_timeout_sec)
             self._protocol.transport.read_timeout_sec = timeouts  # type: ignore[assignment]
+            transport = self._protocol.transport
+            build = transport.build_session
+
+            def build_session_locked() -> requests.Session:
+                with _SESSION_BUILD_LOCK:
+                    return build()
+
+            transport.build_session = build_session_locked  # type: ignore[method-assign]
         return self._protocol
 
     def close(self) -> None:
