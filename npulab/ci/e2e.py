@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Literal
 
 from npulab import paths
-from npulab.ci.matrix import Chip
-from npulab.ci.workflow import CHECKOUT, UPLOAD_ARTIFACT, Action, workflows_dir
+from npulab.ci.matrix import Chip, check_cron
+from npulab.ci.workflow import CHECKOUT, UPLOAD_ARTIFACT, Action, fill, workflows_dir
 from npulab.errors import ConfigError
 from npulab.schema import check_nonempty, check_positive, check_sha256, load_file
 
@@ -31,7 +31,6 @@ STEP_RUNNER = "python -m npulab.ci.e2e_step"
 INVENTORY = "e2e/inventory/hosts.yml"
 OUT_DIR = "e2e"
 _ID = re.compile(r"^[a-z][a-z0-9-]*$")
-_CRON = re.compile(r"^\S+ \S+ \S+ \S+ \S+$")
 _HOST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 StepStatus = Literal["done", "up-to-date", "failed"]
 
@@ -39,12 +38,6 @@ StepStatus = Literal["done", "up-to-date", "failed"]
 def _check_id(value: str) -> None:
     if not _ID.fullmatch(value):
         msg = f"a lowercase id of letters, digits and '-', got {value!r}"
-        raise ValueError(msg)
-
-
-def _check_cron(value: str) -> None:
-    if not _CRON.fullmatch(value):
-        msg = f"a five-field cron expression, got {value!r}"
         raise ValueError(msg)
 
 
@@ -134,7 +127,7 @@ class Step:
 @dataclass(frozen=True, kw_only=True)
 class E2E:
     recipe: str = field(metadata={"check": check_nonempty})
-    cron: str = field(metadata={"check": _check_cron})
+    cron: str = field(metadata={"check": check_cron})
     runs_on: str = field(metadata={"check": check_nonempty})
     job_timeout_minutes: int = field(metadata={"check": check_positive})
     host: str = field(metadata={"check": _check_host})
@@ -222,14 +215,7 @@ def render(e2e: E2E) -> str:
         "SETUP_WSL": SETUP_WSL.uses,
         "UPLOAD_ARTIFACT": UPLOAD_ARTIFACT.uses,
     }
-    text = template
-    for key, value in values.items():
-        text = text.replace(f"@@{key}@@", value)
-    leftover = re.search(r"@@\w+@@", text)
-    if leftover:
-        msg = f"windows-e2e template: unknown placeholder {leftover.group(0)}"
-        raise ValueError(msg)
-    return text
+    return fill(template, values, "windows-e2e template")
 
 
 def controller_lines(workflow_text: str) -> list[str]:

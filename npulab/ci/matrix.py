@@ -29,7 +29,7 @@ def _check_id(value: str) -> None:
         raise ValueError(msg)
 
 
-def _check_cron(value: str) -> None:
+def check_cron(value: str) -> None:
     if not _CRON.fullmatch(value):
         msg = f"a five-field cron expression, got {value!r}"
         raise ValueError(msg)
@@ -79,7 +79,7 @@ class Machine:
 @dataclass(frozen=True, kw_only=True)
 class Matrix:
     recipe: str = field(metadata={"check": check_nonempty})
-    cron: str = field(metadata={"check": _check_cron})
+    cron: str = field(metadata={"check": check_cron})
     job_timeout_minutes: int = field(default=240, metadata={"check": check_positive})
     history_nights: int = field(default=30, metadata={"check": check_positive})
     machines: tuple[Machine, ...] = field(metadata={"check": check_nonempty})

@@ -101,12 +101,17 @@ def render_nightly(matrix: Matrix) -> str:
         "UPLOAD_ARTIFACT": UPLOAD_ARTIFACT.uses,
         "DOWNLOAD_ARTIFACT": DOWNLOAD_ARTIFACT.uses,
     }
+    return fill(template, values, "nightly template")
+
+
+def fill(template: str, values: dict[str, str], what: str) -> str:
+    """``template`` with each ``@@KEY@@`` replaced; a placeholder left over is an error."""
     text = template
     for key, value in values.items():
         text = text.replace(f"@@{key}@@", value)
     leftover = re.search(r"@@\w+@@", text)
     if leftover:
-        msg = f"nightly template: unknown placeholder {leftover.group(0)}"
+        msg = f"{what}: unknown placeholder {leftover.group(0)}"
         raise ValueError(msg)
     return text
 
